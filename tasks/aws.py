@@ -1,0 +1,349 @@
+"""The one place that talks to boto3: clients, errors, retries, waits.
+
+Clients honour the standard AWS environment (AWS_ENDPOINT_URL and its per-service
+variants, AWS_REGION, AWS_PROFILE...) or a prefect-aws AwsCredentials block named
+in the stack file. botocore's adaptive retry mode absorbs short throttling; what is
+still transient after that is retried by Prefect through `retry_transient`.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
+
+from spec import Stack
+
+if TYPE_CHECKING:
+    from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_ecr import ECRClient
+    from mypy_boto3_iam import IAMClient
+    from mypy_boto3_kms import KMSClient
+    from mypy_boto3_logs import CloudWatchLogsClient
+    from mypy_boto3_rds import RDSClient
+    from mypy_boto3_sts import STSClient
+
+T = TypeVar("T")
+
+TAG_STACK = "ecsflow:stack"
+TAG_ENV = "ecsflow:env"
+TAG_COMPONENT = "ecsflow:component"
+
+
+# ---------------------------------------------------------------- errors
+
+
+class EcsflowError(Exception):
+    """Something went wrong; the message says what to do about it."""
+
+
+class TransientAwsError(EcsflowError):
+    """Worth retrying: throttling, a 5xx, or eventual consistency."""
+
+
+class PermissionDenied(EcsflowError):
+    """The credentials lack a permission. Retrying will not help."""
+
+
+class AwsRequestError(EcsflowError):
+    """AWS refused the request (validation, conflict, limit). Retrying will not help."""
+
+
+class NotOurs(EcsflowError):
+    """A delete was asked of a resource that does not carry our stack tag."""
+
+
+class WaitTimeout(EcsflowError):
+    """A resource did not reach the wanted state in time."""
+
+
+TRANSIENT_CODES = {
+    "Throttling", "ThrottlingException", "ThrottledException", "RequestLimitExceeded",
+    "TooManyRequestsException", "RequestThrottled", "RequestThrottledException", "SlowDown",
+    "ServiceUnavailable", "ServiceUnavailableException", "InternalError", "InternalFailure",
+    "InternalServerError", "ServerException", "PriorRequestNotComplete",
+    # Eventual consistency: a just-created role or a just-deleted dependant.
+    "DependencyViolation", "InvalidParameterValue.IamRoleNotReady", "InvalidDBInstanceState",
+    "InvalidDBSubnetGroupStateFault", "InvalidDBParameterGroupState", "IncorrectState",
+}
+PERMISSION_CODES = {
+    "AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "AuthFailure",
+    "UnrecognizedClientException", "InvalidClientTokenId", "ExpiredToken", "ExpiredTokenException",
+    "SignatureDoesNotMatch", "OptInRequired",
+}
+
+
+def error_code(exc: BaseException) -> str:
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code", ""))
+    return ""
+
+
+def is_not_found(exc: BaseException) -> bool:
+    code = error_code(exc)
+    return "NotFound" in code or code in {
+        "NoSuchEntity", "ResourceNotFoundException", "RepositoryNotFoundException",
+        "DBInstanceNotFound", "DBSubnetGroupNotFoundFault", "DBParameterGroupNotFound",
+        "InvalidAllocationID.NotFound", "NotFoundException",
+    }
+
+
+def translate(exc: BaseException, doing: str) -> EcsflowError:
+    """Turn a boto error into one of ours, with a message that says what to do."""
+    if isinstance(exc, EcsflowError):
+        return exc
+    if isinstance(exc, ClientError):
+        code = error_code(exc)
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        message = exc.response.get("Error", {}).get("Message", "")
+        op = exc.operation_name
+        if code in PERMISSION_CODES:
+            return PermissionDenied(
+                f"{doing}: AWS denied {op} ({code}: {message}). Grant the runner's credentials this action "
+                f"(see docs/aws.md for the policy ecsflow needs) or pick another credentials block."
+            )
+        if code in TRANSIENT_CODES or status >= 500:
+            return TransientAwsError(f"{doing}: {op} failed transiently ({code or status}: {message}); retrying")
+        return AwsRequestError(f"{doing}: AWS rejected {op} ({code}: {message})")
+    if isinstance(exc, NoCredentialsError):
+        return PermissionDenied(
+            f"{doing}: no AWS credentials found. Set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
+            f"or name an AwsCredentials block in the stack file (aws.credentials_block)."
+        )
+    if isinstance(exc, EndpointConnectionError):
+        return TransientAwsError(f"{doing}: cannot reach {exc.kwargs.get('endpoint_url')}; retrying")
+    if isinstance(exc, BotoCoreError):
+        return TransientAwsError(f"{doing}: {exc}")
+    return EcsflowError(f"{doing}: {exc}")
+
+
+def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect retry condition: retry only what may pass by itself."""
+    try:
+        state.result()
+    except TransientAwsError:
+        return True
+    except Exception:
+        return False
+    return False
+
+
+def retry_delays() -> list[float]:
+    """Exponential backoff for Prefect task retries; ECSFLOW_RETRY_BASE_SECONDS scales it."""
+    base = float(os.environ.get("ECSFLOW_RETRY_BASE_SECONDS", "5"))
+    return [base * 2**i for i in range(4)]
+
+
+# ---------------------------------------------------------------- call accounting
+
+
+class CallLog:
+    """Counts every AWS API call ecsflow makes, in-process, and optionally appends them to
+    the file named by ECSFLOW_CALL_LOG (one `service operation` per line)."""
+
+    READ_PREFIXES = ("Describe", "List", "Get", "Lookup", "Search", "BatchGet", "Head")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.calls: Counter[str] = Counter()
+
+    def record(self, service: str, operation: str) -> None:
+        with self._lock:
+            self.calls[f"{service}:{operation}"] += 1
+            path = os.environ.get("ECSFLOW_CALL_LOG")
+            if path:
+                with open(path, "a", encoding="utf-8") as fh:
+                    fh.write(f"{service} {operation}\n")
+
+    @classmethod
+    def is_mutating(cls, call: str) -> bool:
+        return not call.split(":", 1)[1].startswith(cls.READ_PREFIXES)
+
+    def mutating(self) -> Counter[str]:
+        with self._lock:
+            return Counter({k: v for k, v in self.calls.items() if self.is_mutating(k)})
+
+    def reset(self) -> None:
+        with self._lock:
+            self.calls.clear()
+
+
+CALLS = CallLog()
+
+
+# ---------------------------------------------------------------- context and clients
+
+_local = threading.local()
+
+
+@dataclass(frozen=True)
+class AwsContext:
+    """Where and as whom to call AWS, plus the stack's identity for names and tags."""
+
+    stack: str
+    env: str
+    region: str
+    credentials_block: str | None = None
+    extra_tags: tuple[tuple[str, str], ...] = ()
+    poll_seconds: float = field(default_factory=lambda: float(os.environ.get("ECSFLOW_POLL_SECONDS", "10")))
+
+    @classmethod
+    def for_stack(cls, stack: Stack) -> AwsContext:
+        region = stack.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        if not region:
+            region = boto3.session.Session().region_name
+        if not region:
+            raise EcsflowError("no AWS region: set `region:` in the stack file or AWS_REGION")
+        return cls(stack=stack.name, env=stack.env, region=region,
+                   credentials_block=stack.aws.credentials_block,
+                   extra_tags=tuple(sorted(stack.tags.items())))
+
+    # names and tags -----------------------------------------------------------
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.stack}-{self.env}"
+
+    def name(self, component: str, limit: int = 255) -> str:
+        return fit_name(f"{self.prefix}-{component}", limit)
+
+    def tag_dict(self, component: str) -> dict[str, str]:
+        tags = dict(self.extra_tags)
+        tags.update({TAG_STACK: self.stack, TAG_ENV: self.env, TAG_COMPONENT: component})
+        return tags
+
+    def tags(self, component: str, *, name: str | None = None) -> list[dict[str, str]]:
+        """AWS's usual [{"Key":..., "Value":...}] form; EC2 also gets a Name tag."""
+        items = self.tag_dict(component)
+        if name:
+            items["Name"] = name
+        return [{"Key": k, "Value": v} for k, v in sorted(items.items())]
+
+    def owns(self, tags: dict[str, str]) -> bool:
+        return tags.get(TAG_STACK) == self.stack and tags.get(TAG_ENV) == self.env
+
+    def ec2_filters(self, component: str | None = None) -> list[Any]:
+        filters = [{"Name": f"tag:{TAG_STACK}", "Values": [self.stack]},
+                   {"Name": f"tag:{TAG_ENV}", "Values": [self.env]}]
+        if component:
+            filters.append({"Name": f"tag:{TAG_COMPONENT}", "Values": [component]})
+        return filters
+
+    def token(self, *parts: str) -> str:
+        """A deterministic client token: the same request after a crash is not made twice."""
+        return fit_name("-".join(("ecsflow", self.prefix, *parts)), 64)
+
+    # clients ------------------------------------------------------------------
+
+    def _session(self) -> boto3.session.Session:
+        cache: dict[Any, Any] = _local.__dict__.setdefault("sessions", {})
+        key = (self.region, self.credentials_block)
+        if key not in cache:
+            if self.credentials_block:
+                from prefect_aws import AwsCredentials
+
+                creds = AwsCredentials.load(self.credentials_block, _sync=True)  # type: ignore[call-arg]
+                session = creds.get_boto3_session()
+            else:
+                session = boto3.session.Session(region_name=self.region)
+            cache[key] = session
+        return cache[key]  # type: ignore[no-any-return]
+
+    def client(self, service: str, region: str | None = None) -> Any:
+        cache: dict[Any, Any] = _local.__dict__.setdefault("clients", {})
+        region = region or self.region
+        key = (service, region, self.credentials_block)
+        if key not in cache:
+            config = Config(retries={"mode": "adaptive", "max_attempts": 8},
+                            connect_timeout=10, read_timeout=60, user_agent_extra="ecsflow")
+            client = self._session().client(service, region_name=region, config=config)  # type: ignore[call-overload]
+            client.meta.events.register(
+                "before-call", lambda model, **_: CALLS.record(service, model.name)
+            )
+            cache[key] = client
+        return cache[key]
+
+    def ec2(self) -> EC2Client:
+        return self.client("ec2")  # type: ignore[no-any-return]
+
+    def rds(self) -> RDSClient:
+        return self.client("rds")  # type: ignore[no-any-return]
+
+    def ecr(self) -> ECRClient:
+        return self.client("ecr")  # type: ignore[no-any-return]
+
+    def kms(self) -> KMSClient:
+        return self.client("kms")  # type: ignore[no-any-return]
+
+    def logs(self) -> CloudWatchLogsClient:
+        return self.client("logs")  # type: ignore[no-any-return]
+
+    def iam(self) -> IAMClient:
+        return self.client("iam")  # type: ignore[no-any-return]
+
+    def sts(self) -> STSClient:
+        return self.client("sts")  # type: ignore[no-any-return]
+
+    def account_id(self) -> str:
+        cache: dict[Any, Any] = _local.__dict__.setdefault("accounts", {})
+        key = (self.region, self.credentials_block)
+        if key not in cache:
+            cache[key] = call(f"identify the AWS account for {self.prefix}", self.sts().get_caller_identity)["Account"]
+        return cache[key]  # type: ignore[no-any-return]
+
+
+def fit_name(name: str, limit: int) -> str:
+    """Cut a name to an AWS length limit deterministically: a stable hash keeps cut names unique."""
+    if len(name) <= limit:
+        return name
+    import hashlib
+
+    digest = hashlib.sha256(name.encode()).hexdigest()[:6]
+    return f"{name[: limit - 7].rstrip('-')}-{digest}"
+
+
+def call(doing: str, fn: Callable[..., T], /, **kwargs: Any) -> T:
+    """Call one AWS operation, translating failures into our errors."""
+    try:
+        return fn(**kwargs)
+    except (ClientError, BotoCoreError) as exc:
+        raise translate(exc, doing) from exc
+
+
+def call_or_none(doing: str, fn: Callable[..., T], /, **kwargs: Any) -> T | None:
+    """Like `call`, but a NotFound answer is None (the resource is gone, which is fine)."""
+    try:
+        return fn(**kwargs)
+    except ClientError as exc:
+        if is_not_found(exc):
+            return None
+        raise translate(exc, doing) from exc
+    except BotoCoreError as exc:
+        raise translate(exc, doing) from exc
+
+
+def wait_until(what: str, check: Callable[[], T | None], *, timeout: float, poll: float) -> T:
+    """Poll `check` until it returns something truthy; check first, then sleep (so an
+    already-converged resource costs one call)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise WaitTimeout(f"timed out after {timeout:.0f}s waiting for {what}; check it in the AWS console "
+                              f"and run the command again to resume")
+        time.sleep(min(poll * (0.8 + 0.4 * random.random()), max(deadline - time.monotonic(), 0.05)))
+
+
+def tag_map(tags: list[Any] | None) -> dict[str, str]:
+    return {t["Key"]: t["Value"] for t in tags or []}

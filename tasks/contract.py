@@ -1,0 +1,110 @@
+"""The resource contract every family in tasks/ follows.
+
+    find_x(spec, ctx)      -> observed | None     read-only, by our tags or a unique name
+    plan_x(spec, observed) -> Change              read-only, normalised comparison
+    ensure_x(spec, ctx)    -> observed            find, create if missing, reconcile drift
+    delete_x(observed, ctx)                        NotFound is success; refuses what is not ours
+
+`Change` is what `plan` shows and what `ensure` acts on, so the two cannot disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from tasks.aws import AwsContext, NotOurs, retry_delays, retry_transient
+
+Action = Literal["create", "update", "replace", "no-op", "delete"]
+
+
+@dataclass(frozen=True)
+class FieldDiff:
+    field: str
+    current: Any
+    wanted: Any
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.current!r} -> {self.wanted!r}"
+
+
+@dataclass(frozen=True)
+class Change:
+    resource: str  # family, e.g. "subnet"
+    name: str  # our name for it, e.g. "library-prod-private-a"
+    action: Action
+    diffs: tuple[FieldDiff, ...] = ()
+    note: str = ""
+
+    @property
+    def changed_fields(self) -> list[str]:
+        return [d.field for d in self.diffs]
+
+    def as_row(self) -> dict[str, Any]:
+        return {"resource": self.resource, "name": self.name, "action": self.action,
+                "changes": [str(d) for d in self.diffs], "note": self.note}
+
+
+def diff_fields(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> tuple[FieldDiff, ...]:
+    """Compare normalised values; only keys in `wanted` count (AWS fills in others)."""
+    return tuple(
+        FieldDiff(key, current.get(key), value)
+        for key, value in sorted(wanted.items())
+        if _normalise(current.get(key)) != _normalise(value)
+    )
+
+
+def _normalise(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _normalise(v) for k, v in sorted(value.items())}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = [_normalise(v) for v in value]
+        return sorted(items, key=repr)
+    return value
+
+
+def plan_from(resource: str, name: str, observed: Any, current: Mapping[str, Any] | None,
+              wanted: Mapping[str, Any], *, immutable: Iterable[str] = ()) -> Change:
+    """The usual plan: create when missing, replace when an immutable field differs, else update/no-op."""
+    if observed is None or current is None:
+        return Change(resource, name, "create")
+    diffs = diff_fields(current, wanted)
+    if not diffs:
+        return Change(resource, name, "no-op")
+    frozen = set(immutable)
+    if any(d.field in frozen for d in diffs):
+        return Change(resource, name, "replace", diffs,
+                      note="cannot change in place: `ecsflow down` this resource's stack or revert the setting")
+    return Change(resource, name, "update", diffs)
+
+
+def require_ours(ctx: AwsContext, tags: Mapping[str, str], what: str) -> None:
+    if not ctx.owns(dict(tags)):
+        raise NotOurs(f"refusing to delete {what}: it lacks the tags ecsflow:stack={ctx.stack}, "
+                      f"ecsflow:env={ctx.env}, so ecsflow did not make it")
+
+
+# Every task that calls AWS: retried only on transient errors, never served from cache
+# (a cached "ensure" would skip the very call that repairs drift).
+aws_task = task(
+    retries=4,
+    retry_delay_seconds=retry_delays(),
+    retry_jitter_factor=0.5,
+    retry_condition_fn=retry_transient,
+    cache_policy=NO_CACHE,
+    persist_result=False,
+)
+
+
+@dataclass
+class Observed:
+    """What AWS holds for one resource, in the shape plan/ensure compare."""
+
+    id: str
+    name: str
+    tags: dict[str, str] = field(default_factory=dict)
+    attrs: dict[str, Any] = field(default_factory=dict)
