@@ -182,7 +182,12 @@ CALLS = CallLog()
 
 # ---------------------------------------------------------------- context and clients
 
-_local = threading.local()
+# Clients are thread-safe, sessions are not: build under a lock, share across task threads.
+# (Module-level, so pickled by reference when Prefect ships flow code.)
+_CLIENT_LOCK = threading.RLock()
+_SESSIONS: dict[Any, Any] = {}
+_CLIENTS: dict[Any, Any] = {}
+_ACCOUNTS: dict[Any, str] = {}
 
 
 @dataclass(frozen=True)
@@ -245,8 +250,8 @@ class AwsContext:
     # clients ------------------------------------------------------------------
 
     def _session(self) -> boto3.session.Session:
-        cache: dict[Any, Any] = _local.__dict__.setdefault("sessions", {})
-        key = (self.region, self.credentials_block)
+        cache = _SESSIONS
+        key = (self.region, self.credentials_block, os.environ.get("AWS_ENDPOINT_URL"))
         if key not in cache:
             if self.credentials_block:
                 from prefect_aws import AwsCredentials
@@ -259,9 +264,16 @@ class AwsContext:
         return cache[key]  # type: ignore[no-any-return]
 
     def client(self, service: str, region: str | None = None) -> Any:
-        cache: dict[Any, Any] = _local.__dict__.setdefault("clients", {})
         region = region or self.region
-        key = (service, region, self.credentials_block)
+        key = (service, region, self.credentials_block, os.environ.get("AWS_ENDPOINT_URL"))
+        client = _CLIENTS.get(key)
+        if client is not None:
+            return client
+        with _CLIENT_LOCK:
+            return self._new_client(key, service, region)
+
+    def _new_client(self, key: Any, service: str, region: str) -> Any:
+        cache = _CLIENTS
         if key not in cache:
             config = Config(retries={"mode": "adaptive", "max_attempts": 8},
                             connect_timeout=10, read_timeout=60, user_agent_extra="ecsflow")
@@ -294,8 +306,8 @@ class AwsContext:
         return self.client("sts")  # type: ignore[no-any-return]
 
     def account_id(self) -> str:
-        cache: dict[Any, Any] = _local.__dict__.setdefault("accounts", {})
-        key = (self.region, self.credentials_block)
+        cache = _ACCOUNTS
+        key = (self.region, self.credentials_block, os.environ.get("AWS_ENDPOINT_URL"))
         if key not in cache:
             cache[key] = call(f"identify the AWS account for {self.prefix}", self.sts().get_caller_identity)["Account"]
         return cache[key]  # type: ignore[no-any-return]
