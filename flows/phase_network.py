@@ -14,8 +14,6 @@ from spec import Stack
 from tasks import iam, kms, logs, network
 from tasks.aws import AwsContext
 
-FLOW_LOG_GROUP = "vpc-flow-logs"
-
 
 @dataclass
 class NetworkFutures:
@@ -29,13 +27,6 @@ class NetworkFutures:
 
     def all(self) -> list[PrefectFuture[Any]]:
         return [self.vpc, *self.subnets.values(), *self.security_groups.values(), *self.others]
-
-
-def flow_log_role(ctx: AwsContext) -> iam.RoleSpec:
-    group_arn = f"arn:aws:logs:{ctx.region}:{ctx.account_id()}:log-group:{logs.log_prefix(ctx)}{FLOW_LOG_GROUP}"
-    return iam.RoleSpec(component="flow-logs", service_principal="vpc-flow-logs.amazonaws.com",
-                        inline_policies={"deliver-flow-logs": network.flow_log_policy(group_arn)},
-                        description="Delivers this stack's VPC flow logs to CloudWatch Logs")
 
 
 def submit_network(spec: Stack, ctx: AwsContext, logs_key: PrefectFuture[Any]) -> NetworkFutures:
@@ -64,9 +55,8 @@ def submit_network(spec: Stack, ctx: AwsContext, logs_key: PrefectFuture[Any]) -
 
     flow_log: list[PrefectFuture[Any]] = []
     if spec.network.flow_logs.enabled:
-        group = logs.ensure_log_group.submit(ctx, logs.LogGroupSpec(
-            FLOW_LOG_GROUP, spec.network.flow_logs.retention_days), logs_key)
-        role = iam.ensure_role.submit(ctx, flow_log_role(ctx))
+        group = logs.ensure_log_group.submit(ctx, network.flow_log_group(spec), logs_key)
+        role = iam.ensure_role.submit(ctx, network.flow_log_role(ctx))
         flow_log = [group, role, network.ensure_flow_log.submit(spec, ctx, vpc, group, role)]
 
     return NetworkFutures(vpc=vpc, subnets=subnets, security_groups=groups,

@@ -256,12 +256,12 @@ class AwsContext:
             if self.credentials_block:
                 from prefect_aws import AwsCredentials
 
-                creds = AwsCredentials.load(self.credentials_block, _sync=True)  # type: ignore[call-arg]
+                creds = AwsCredentials.load(self.credentials_block, _sync=True)
                 session = creds.get_boto3_session()
             else:
                 session = boto3.session.Session(region_name=self.region)
             cache[key] = session
-        return cache[key]  # type: ignore[no-any-return]
+        return cache[key]
 
     def client(self, service: str, region: str | None = None) -> Any:
         region = region or self.region
@@ -285,32 +285,32 @@ class AwsContext:
         return cache[key]
 
     def ec2(self) -> EC2Client:
-        return self.client("ec2")  # type: ignore[no-any-return]
+        return self.client("ec2")
 
     def rds(self) -> RDSClient:
-        return self.client("rds")  # type: ignore[no-any-return]
+        return self.client("rds")
 
     def ecr(self) -> ECRClient:
-        return self.client("ecr")  # type: ignore[no-any-return]
+        return self.client("ecr")
 
     def kms(self) -> KMSClient:
-        return self.client("kms")  # type: ignore[no-any-return]
+        return self.client("kms")
 
     def logs(self) -> CloudWatchLogsClient:
-        return self.client("logs")  # type: ignore[no-any-return]
+        return self.client("logs")
 
     def iam(self) -> IAMClient:
-        return self.client("iam")  # type: ignore[no-any-return]
+        return self.client("iam")
 
     def sts(self) -> STSClient:
-        return self.client("sts")  # type: ignore[no-any-return]
+        return self.client("sts")
 
     def account_id(self) -> str:
         cache = _ACCOUNTS
         key = (self.region, self.credentials_block, os.environ.get("AWS_ENDPOINT_URL"))
         if key not in cache:
             cache[key] = call(f"identify the AWS account for {self.prefix}", self.sts().get_caller_identity)["Account"]
-        return cache[key]  # type: ignore[no-any-return]
+        return cache[key]
 
 
 def fit_name(name: str, limit: int) -> str:

@@ -10,11 +10,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, ParamSpec, TypeVar, overload
 
-from prefect import task
+from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.aws import AwsContext, NotOurs, retry_delays, retry_transient
@@ -67,12 +67,13 @@ def _normalise(value: Any) -> Any:
     return value
 
 
-def plan_from(resource: str, name: str, observed: Any, current: Mapping[str, Any] | None,
-              wanted: Mapping[str, Any], *, immutable: Iterable[str] = ()) -> Change:
-    """The usual plan: create when missing, replace when an immutable field differs, else update/no-op."""
-    if observed is None or current is None:
+def plan_from(resource: str, name: str, observed: Observed | None, wanted: Mapping[str, Any], *,
+              current: Mapping[str, Any] | None = None, immutable: Iterable[str] = ()) -> Change:
+    """The usual plan: create when missing, replace when an immutable field differs, else update/no-op.
+    `current` defaults to the observed attributes."""
+    if observed is None:
         return Change(resource, name, "create")
-    diffs = diff_fields(current, wanted)
+    diffs = diff_fields(observed.attrs if current is None else current, wanted)
     if not diffs:
         return Change(resource, name, "no-op")
     frozen = set(immutable)
@@ -88,16 +89,34 @@ def require_ours(ctx: AwsContext, tags: Mapping[str, str], what: str) -> None:
                       f"ecsflow:env={ctx.env}, so ecsflow did not make it")
 
 
-# Every task that calls AWS: retried only on transient errors, never served from cache
-# (a cached "ensure" would skip the very call that repairs drift).
-aws_task = task(
-    retries=4,
-    retry_delay_seconds=retry_delays(),
-    retry_jitter_factor=0.5,
-    retry_condition_fn=retry_transient,
-    cache_policy=NO_CACHE,
-    persist_result=False,
-)
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@overload
+def aws_task(fn: Callable[P, R], /) -> Task[P, R]: ...
+@overload
+def aws_task(*, task_run_name: str) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+
+def aws_task(fn: Callable[P, R] | None = None, /, *, task_run_name: str | None = None) -> Any:
+    """Every task that calls AWS: retried only on transient errors, with jittered exponential
+    backoff, and never served from Prefect's cache (a cached "ensure" would skip the very call
+    that repairs drift). `task_run_name` names the resource in the UI, e.g. "ensure vpc"."""
+
+    def wrap(func: Callable[P, R]) -> Task[P, R]:
+        return task(  # type: ignore[call-overload]
+            func,
+            task_run_name=task_run_name,
+            retries=4,
+            retry_delay_seconds=retry_delays(),
+            retry_jitter_factor=0.5,
+            retry_condition_fn=retry_transient,
+            cache_policy=NO_CACHE,
+            persist_result=False,
+        )
+
+    return wrap(fn) if fn is not None else wrap
 
 
 @dataclass

@@ -14,15 +14,17 @@ monitoring, log exports, tags copied to snapshots, a parameter group of our own.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
-from urllib.parse import unquote
 
 from spec import Stack
+from tasks import iam
 from tasks.aws import (
+    TAG_COMPONENT,
+    TAG_ENV,
+    TAG_STACK,
     AwsContext,
     EcsflowError,
     NotOurs,
@@ -34,10 +36,10 @@ from tasks.aws import (
     tag_map,
     wait_until,
 )
-from tasks.contract import Change, FieldDiff, Observed, aws_task, diff_fields, require_ours
+from tasks.contract import Action, Change, FieldDiff, Observed, aws_task, diff_fields, require_ours
 
 if TYPE_CHECKING:
-    from prefect import Task
+    pass
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -94,14 +96,6 @@ class ReplaceRequired(EcsflowError):
     """The stack asks for a change that RDS cannot make in place."""
 
 
-def _aws_task(run_name: str) -> Callable[[Callable[P, R]], Task[P, R]]:
-    """`aws_task` (transient-only retries, no cache) with a readable task run name."""
-
-    def wrap(fn: Callable[P, R]) -> Task[P, R]:
-        return aws_task(fn).with_options(task_run_name=run_name)
-
-    return wrap
-
 
 # ---------------------------------------------------------------- names and helpers
 
@@ -131,9 +125,6 @@ def final_snapshot_identifier(ctx: AwsContext, now: datetime | None = None) -> s
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%d-%H%M%S")
     return rds_name(ctx.name("db-final-" + stamp), 255)
 
-
-def monitoring_role_name(ctx: AwsContext) -> str:
-    return ctx.name("rds-monitoring", limit=64)
 
 
 def wanted_parameters(stack: Stack) -> dict[str, str]:
@@ -221,8 +212,9 @@ def plan_db_subnet_group(stack: Stack, observed: Observed | None, ctx: AwsContex
     return _update_or_noop(SUBNET_GROUP, name, diffs + _tag_diff(observed, ctx, SUBNET_GROUP_COMPONENT))
 
 
-@_aws_task("ensure db subnet group")
-def ensure_db_subnet_group(stack: Stack, ctx: AwsContext, subnet_ids: list[str]) -> Observed:
+@aws_task(task_run_name="ensure db subnet group")
+def ensure_db_subnet_group(stack: Stack, ctx: AwsContext, subnets: list[Observed]) -> Observed:
+    subnet_ids = [s.id for s in subnets]
     if len(subnet_ids) < 2:
         raise EcsflowError(f"a DB subnet group needs subnets in at least two AZs; got {subnet_ids}")
     rds = ctx.rds()
@@ -251,7 +243,7 @@ def ensure_db_subnet_group(stack: Stack, ctx: AwsContext, subnet_ids: list[str])
     return found
 
 
-@_aws_task("delete db subnet group")
+@aws_task(task_run_name="delete db subnet group")
 def delete_db_subnet_group(observed: Observed, ctx: AwsContext) -> None:
     """NotFound is success. While the instance is still being deleted AWS answers
     InvalidDBSubnetGroupStateFault, which tasks/aws.py classes as transient (retried)."""
@@ -336,7 +328,7 @@ def _set_parameters(ctx: AwsContext, name: str, values: Mapping[str, str]) -> No
              DBParameterGroupName=name, Parameters=items[start:start + MODIFY_PARAMETERS_MAX])
 
 
-@_aws_task("ensure db parameter group")
+@aws_task(task_run_name="ensure db parameter group")
 def ensure_db_parameter_group(stack: Stack, ctx: AwsContext) -> Observed:
     rds = ctx.rds()
     name = parameter_group_name(stack, ctx)
@@ -365,7 +357,7 @@ def ensure_db_parameter_group(stack: Stack, ctx: AwsContext) -> Observed:
     return found
 
 
-@_aws_task("delete db parameter group")
+@aws_task(task_run_name="delete db parameter group")
 def delete_db_parameter_group(observed: Observed, ctx: AwsContext) -> None:
     """NotFound is success; InvalidDBParameterGroupState (still attached) is transient."""
     what = f"DB parameter group {observed.name}"
@@ -386,108 +378,15 @@ def inventory_db_parameter_groups(ctx: AwsContext) -> list[Observed]:
 
 # ---------------------------------------------------------------- enhanced monitoring role
 
-MONITORING_ROLE = "iam role"
-MONITORING_COMPONENT = "rds-monitoring"
 
-
-def _policy_doc(value: Any) -> Any:
-    return json.loads(unquote(value)) if isinstance(value, str) else value
-
-
-def _monitoring_trust(ctx: AwsContext) -> dict[str, Any]:
-    # aws:SourceAccount: only RDS acting for our own account may assume the role (confused deputy).
-    return {
-        "Version": "2012-10-17",
-        "Statement": [{
-            "Effect": "Allow",
-            "Principal": {"Service": MONITORING_PRINCIPAL},
-            "Action": "sts:AssumeRole",
-            "Condition": {"StringEquals": {"aws:SourceAccount": ctx.account_id()}},
-        }],
-    }
-
-
-def _monitoring_policy_arn(ctx: AwsContext) -> str:
-    return f"arn:{_partition(ctx.region)}:iam::aws:{MONITORING_POLICY}"
-
-
-def find_monitoring_role(ctx: AwsContext) -> Observed | None:
-    iam = ctx.iam()
-    name = monitoring_role_name(ctx)
-    got = call_or_none(f"look up IAM role {name}", iam.get_role, RoleName=name)
-    if got is None:
-        return None
-    role = got["Role"]
-    attached = call(f"list the policies of IAM role {name}", iam.list_attached_role_policies, RoleName=name)
-    tags = call(f"read the tags of IAM role {name}", iam.list_role_tags, RoleName=name)["Tags"]
-    return Observed(
-        id=role["Arn"], name=name, tags=tag_map(tags),
-        attrs={"trust_policy": _policy_doc(role["AssumeRolePolicyDocument"]),
-               "managed_policy_arns": sorted(p["PolicyArn"] for p in attached["AttachedPolicies"]),
-               "path": role.get("Path")},
-    )
-
-
-def plan_monitoring_role(observed: Observed | None, ctx: AwsContext) -> Change:
-    name = monitoring_role_name(ctx)
-    if observed is None:
-        return Change(MONITORING_ROLE, name, "create")
-    current = {"trust_policy": observed.attrs.get("trust_policy"),
-               # other attached policies are left alone; only ours must be there
-               "managed_policy_arns": [a for a in observed.attrs.get("managed_policy_arns", [])
-                                       if a == _monitoring_policy_arn(ctx)]}
-    wanted = {"trust_policy": _monitoring_trust(ctx), "managed_policy_arns": [_monitoring_policy_arn(ctx)]}
-    return _update_or_noop(MONITORING_ROLE, name, diff_fields(current, wanted))
-
-
-@_aws_task("ensure rds monitoring role")
-def ensure_monitoring_role(ctx: AwsContext) -> Observed:
+def monitoring_role(ctx: AwsContext) -> iam.RoleSpec:
     """The role RDS enhanced monitoring assumes to publish OS metrics to CloudWatch Logs."""
-    iam = ctx.iam()
-    name = monitoring_role_name(ctx)
-    observed = find_monitoring_role(ctx)
-    if observed is None:
-        call(f"create IAM role {name}", iam.create_role, RoleName=name, Path=f"/ecsflow/{ctx.prefix}/",
-             AssumeRolePolicyDocument=json.dumps(_monitoring_trust(ctx)),
-             Description=f"ecsflow {ctx.prefix}: RDS enhanced monitoring",
-             Tags=ctx.tags(MONITORING_COMPONENT))
-        call(f"attach the enhanced monitoring policy to {name}", iam.attach_role_policy, RoleName=name,
-             PolicyArn=_monitoring_policy_arn(ctx))
-    else:
-        _refuse_foreign(ctx, observed, f"IAM role {name}")
-        change = plan_monitoring_role(observed, ctx)
-        if change.action == "no-op":
-            return observed
-        if "trust_policy" in change.changed_fields:
-            call(f"update the trust policy of {name}", iam.update_assume_role_policy, RoleName=name,
-                 PolicyDocument=json.dumps(_monitoring_trust(ctx)))
-        if "managed_policy_arns" in change.changed_fields:
-            call(f"attach the enhanced monitoring policy to {name}", iam.attach_role_policy, RoleName=name,
-                 PolicyArn=_monitoring_policy_arn(ctx))
-    found = find_monitoring_role(ctx)
-    if found is None:
-        raise EcsflowError(f"IAM role {name} vanished right after it was made; run again")
-    return found
-
-
-@_aws_task("delete rds monitoring role")
-def delete_monitoring_role(observed: Observed, ctx: AwsContext) -> None:
-    iam = ctx.iam()
-    name = observed.name
-    got = call_or_none(f"read the tags of IAM role {name}", iam.list_role_tags, RoleName=name)
-    if got is None:
-        return
-    require_ours(ctx, tag_map(got["Tags"]), f"IAM role {name}")
-    attached = call_or_none(f"list the policies of IAM role {name}", iam.list_attached_role_policies,
-                            RoleName=name)
-    for policy in attached["AttachedPolicies"] if attached else []:
-        call_or_none(f"detach {policy['PolicyArn']} from {name}", iam.detach_role_policy, RoleName=name,
-                     PolicyArn=policy["PolicyArn"])
-    inline = call_or_none(f"list the inline policies of {name}", iam.list_role_policies, RoleName=name)
-    for policy_name in inline["PolicyNames"] if inline else []:
-        call_or_none(f"delete policy {policy_name} of {name}", iam.delete_role_policy, RoleName=name,
-                     PolicyName=policy_name)
-    call_or_none(f"delete IAM role {name}", iam.delete_role, RoleName=name)
+    return iam.RoleSpec(
+        component="rds-monitoring",
+        service_principal=MONITORING_PRINCIPAL,
+        managed_policy_arns=(f"arn:{_partition(ctx.region)}:iam::aws:{MONITORING_POLICY}",),
+        description=f"ecsflow {ctx.prefix}: RDS enhanced monitoring",
+    )
 
 
 # ---------------------------------------------------------------- DB instance
@@ -718,11 +617,13 @@ def _iam_not_ready(exc: EcsflowError) -> bool:
             and "role" in str(cause).lower())
 
 
-@_aws_task("ensure db instance")
-def ensure_db_instance(stack: Stack, ctx: AwsContext, *, kms_key_arn: str, security_group_id: str,
-                       monitoring_role_arn: str | None) -> Observed:
+@aws_task(task_run_name="ensure db instance")
+def ensure_db_instance(stack: Stack, ctx: AwsContext, *, kms_key: Observed, security_group: Observed,
+                       monitoring_role: Observed | None) -> Observed:
     """Create the PostgreSQL instance (subnet and parameter group must exist), wait until it is
     available, and repair drift with one ModifyDBInstance."""
+    kms_key_arn, security_group_id = kms_key.id, security_group.id
+    monitoring_role_arn = monitoring_role.id if monitoring_role else None
     rds = ctx.rds()
     identifier = instance_identifier(ctx)
     db = stack.database
@@ -797,7 +698,7 @@ def ensure_db_instance(stack: Stack, ctx: AwsContext, *, kms_key_arn: str, secur
     return _instance_observed(d)
 
 
-@_aws_task("delete db instance")
+@aws_task(task_run_name="delete db instance")
 def delete_db_instance(observed: Observed, ctx: AwsContext, *, final_snapshot: bool,
                        confirmed: bool = False) -> str | None:
     """Delete the instance and its automated backups; returns the final snapshot's identifier.
@@ -841,3 +742,61 @@ def inventory_db_instances(ctx: AwsContext) -> list[Observed]:
     instances = _paginate("list DB instances", ctx, "describe_db_instances", "DBInstances")
     found = [_instance_observed(d) for d in instances]
     return [o for o in found if ctx.owns(o.tags)]
+
+
+# ---------------------------------------------------------------- the family's plan and hand-over
+
+
+def plan_database(stack: Stack, ctx: AwsContext) -> list[Change]:
+    """Plan the whole family; what it depends on (subnets, security group, key) is looked up,
+    and a missing dependency means the instance is planned as a create."""
+    from tasks import kms, network
+
+    subnets = [network.find_subnet(ctx, s) for s in network.subnet_specs(stack) if s.tier == "private"]
+    group = network.find_security_group(ctx, "sg-rds")
+    key = kms.find_key(ctx, "rds")
+    changes = []
+    subnet_group = find_db_subnet_group(stack, ctx)
+    if all(subnets):
+        changes.append(plan_db_subnet_group(stack, subnet_group, ctx, subnet_ids=[s.id for s in subnets if s]))
+    else:
+        action: Action = "create" if subnet_group is None else "update"
+        changes.append(Change("db subnet group", subnet_group_name(ctx), action))
+    changes.append(plan_db_parameter_group(stack, find_db_parameter_group(stack, ctx), ctx))
+    role = None
+    if stack.database.monitoring_interval:
+        role_spec = monitoring_role(ctx)
+        role = iam.find_role(ctx, role_spec)
+        changes.append(iam.plan_role(ctx, role_spec, role))
+    instance = find_db_instance(stack, ctx)
+    ready = group is not None and key is not None and (role is not None or not stack.database.monitoring_interval)
+    if instance is None or not ready:
+        changes.append(Change("db instance", instance_identifier(ctx), "create" if instance is None else "update",
+                              note="" if instance is None else "waits for its network, key or role"))
+    else:
+        assert group is not None and key is not None
+        changes.append(plan_db_instance(stack, instance, ctx, kms_key_arn=key.id, security_group_id=group.id,
+                                        monitoring_role_arn=role.id if role else None))
+    return changes
+
+
+@aws_task(task_run_name="hand over final snapshot {snapshot_id}")
+def hand_over_snapshot(snapshot_id: str, ctx: AwsContext) -> None:
+    """After teardown the final snapshot belongs to the user, not to the stack: it loses the
+    ecsflow stack tags (so nothing of ours is left behind, and no later teardown deletes it)
+    and gains a label saying where it came from."""
+    rds = ctx.rds()
+
+    def available() -> dict[str, Any] | None:
+        found = call_or_none(f"read snapshot {snapshot_id}", rds.describe_db_snapshots,
+                             DBSnapshotIdentifier=snapshot_id)
+        snaps = found["DBSnapshots"] if found else []
+        return dict(snaps[0]) if snaps and snaps[0].get("Status") == "available" else None
+
+    snapshot = wait_until(f"final snapshot {snapshot_id} to be available", available,
+                          timeout=INSTANCE_TIMEOUT, poll=ctx.poll_seconds)
+    arn = snapshot["DBSnapshotArn"]
+    call(f"label snapshot {snapshot_id}", rds.add_tags_to_resource, ResourceName=arn,
+         Tags=[{"Key": "ecsflow:final-snapshot-of", "Value": ctx.prefix}])
+    call(f"untag snapshot {snapshot_id}", rds.remove_tags_from_resource, ResourceName=arn,
+         TagKeys=[TAG_STACK, TAG_ENV, TAG_COMPONENT])

@@ -62,7 +62,7 @@ def find_role(ctx: AwsContext, role: RoleSpec) -> Observed | None:
         got = call(f"read policy {policy_name}", iam.get_role_policy, RoleName=name, PolicyName=policy_name)
         inline[policy_name] = _doc(got["PolicyDocument"])
     attached = call(f"list attached policies of {name}", iam.list_attached_role_policies, RoleName=name)
-    tags = tag_map(call(f"list tags of {name}", iam.list_role_tags, RoleName=name)["Tags"])  # type: ignore[arg-type]
+    tags = tag_map(call(f"list tags of {name}", iam.list_role_tags, RoleName=name)["Tags"])
     return Observed(
         id=data["Arn"], name=name, tags=tags,
         attrs={"trust_policy": _doc(data["AssumeRolePolicyDocument"]),
@@ -93,7 +93,7 @@ def ensure_role(ctx: AwsContext, role: RoleSpec) -> Observed:
         call(f"create IAM role {name}", iam.create_role, RoleName=name, Path=role_path(ctx),
              AssumeRolePolicyDocument=json.dumps(wanted["trust_policy"]),
              Description=role.description or f"ecsflow {ctx.prefix} {role.component}",
-             Tags=ctx.tags(role.component))  # type: ignore[arg-type]
+             Tags=ctx.tags(role.component))
         current: dict[str, Any] = {"inline_policies": {}, "managed_policy_arns": []}
     else:
         current = observed.attrs
@@ -123,7 +123,7 @@ def inventory_roles(ctx: AwsContext) -> list[Observed]:
     for page in paginator.paginate(PathPrefix=role_path(ctx)):
         for data in page["Roles"]:
             name = data["RoleName"]
-            tags = tag_map(call(f"list tags of {name}", iam.list_role_tags, RoleName=name)["Tags"])  # type: ignore[arg-type]
+            tags = tag_map(call(f"list tags of {name}", iam.list_role_tags, RoleName=name)["Tags"])
             if ctx.owns(tags):
                 roles.append(Observed(id=data["Arn"], name=name, tags=tags))
     return roles

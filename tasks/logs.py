@@ -52,7 +52,7 @@ def find_log_group(ctx: AwsContext, group: LogGroupSpec) -> Observed | None:
 
 def plan_log_group(ctx: AwsContext, group: LogGroupSpec, observed: Observed | None,
                    kms_key: Observed | None) -> Change:
-    return plan_from("log group", group.name(ctx), observed, observed and observed.attrs, group.wanted(kms_key))
+    return plan_from("log group", group.name(ctx), observed, group.wanted(kms_key))
 
 
 @aws_task(task_run_name="ensure log group {group.component}")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from spec import Stack
+from tasks import iam, kms, logs
 from tasks.aws import AwsContext, EcsflowError, call, call_or_none, tag_map, wait_until
 from tasks.contract import Change, FieldDiff, Observed, aws_task, plan_from, require_ours
 
@@ -79,10 +80,10 @@ def find_vpc(ctx: AwsContext) -> Observed | None:
     vpc_id = vpc["VpcId"]
     dns_support = call(
         "read VPC DNS support", ec2.describe_vpc_attribute, VpcId=vpc_id, Attribute="enableDnsSupport"
-    )["EnableDnsSupport"]["Value"]  # type: ignore[typeddict-item]
+    )["EnableDnsSupport"]["Value"]
     dns_names = call(
         "read VPC DNS hostnames", ec2.describe_vpc_attribute, VpcId=vpc_id, Attribute="enableDnsHostnames"
-    )["EnableDnsHostnames"]["Value"]  # type: ignore[typeddict-item]
+    )["EnableDnsHostnames"]["Value"]
     return _observed(
         vpc_id, vpc.get("Tags"), cidr=vpc["CidrBlock"], dns_support=dns_support, dns_hostnames=dns_names
     )
@@ -95,7 +96,7 @@ def _vpc_wanted(spec: Stack) -> dict[str, Any]:
 
 def plan_vpc(spec: Stack, ctx: AwsContext, observed: Observed | None) -> Change:
     return plan_from(
-        "vpc", ctx.name("vpc"), observed, observed and observed.attrs, _vpc_wanted(spec), immutable=["cidr"]
+        "vpc", ctx.name("vpc"), observed, _vpc_wanted(spec), immutable=["cidr"]
     )
 
 
@@ -200,7 +201,6 @@ def plan_subnet(ctx: AwsContext, subnet: SubnetSpec, observed: Observed | None) 
         "subnet",
         ctx.name(subnet.component),
         observed,
-        observed and observed.attrs,
         _subnet_wanted(subnet),
         immutable=["cidr", "az"],
     )
@@ -259,7 +259,7 @@ def find_internet_gateway(ctx: AwsContext) -> Observed | None:
 
 def plan_internet_gateway(ctx: AwsContext, observed: Observed | None, vpc_id: str | None) -> Change:
     wanted = {"vpc_ids": [vpc_id or "(new vpc)"]}
-    return plan_from("internet gateway", ctx.name("igw"), observed, observed and observed.attrs, wanted)
+    return plan_from("internet gateway", ctx.name("igw"), observed, wanted)
 
 
 @aws_task(task_run_name="ensure internet gateway")
@@ -403,7 +403,9 @@ def find_route_table(ctx: AwsContext, table: RouteTableSpec) -> Observed | None:
     data = _one(found, f"route tables {table.component}")
     if data is None:
         return None
-    default = next((r for r in data.get("Routes", []) if r.get("DestinationCidrBlock") == ALL_TRAFFIC), {})
+    default: dict[str, Any] = next(
+        (dict(r) for r in data.get("Routes", []) if r.get("DestinationCidrBlock") == ALL_TRAFFIC), {}
+    )
     target = default.get("GatewayId") or default.get("NatGatewayId")
     associations = {
         a["SubnetId"]: a["RouteTableAssociationId"] for a in data.get("Associations", []) if a.get("SubnetId")
@@ -435,8 +437,8 @@ def plan_route_table(
         "route table",
         ctx.name(table.component),
         observed,
-        current,
         _route_table_wanted(gateway_id, subnet_ids),
+        current=current,
     )
 
 
@@ -467,7 +469,7 @@ def ensure_route_table(
             RouteTableId=rt_id,
             DestinationCidrBlock=ALL_TRAFFIC,
             **target,
-        )  # type: ignore[arg-type]
+        )
     elif observed.attrs["default_route"] != gateway_id:
         call(
             f"repoint the default route of {table.component}",
@@ -475,7 +477,7 @@ def ensure_route_table(
             RouteTableId=rt_id,
             DestinationCidrBlock=ALL_TRAFFIC,
             **target,
-        )  # type: ignore[arg-type]
+        )
     for subnet_id in sorted(set(subnet_ids) - set(observed.attrs["subnet_ids"])):
         _associate(ctx, rt_id, subnet_id)
     for subnet_id in sorted(set(observed.attrs["subnet_ids"]) - set(subnet_ids)):
@@ -590,7 +592,6 @@ def plan_security_group(ctx: AwsContext, component: str, observed: Observed | No
         "security group",
         ctx.name(component),
         observed,
-        observed and observed.attrs,
         {"description": SECURITY_GROUPS[component]},
         immutable=["description"],
     )
@@ -750,7 +751,6 @@ def plan_s3_endpoint(ctx: AwsContext, observed: Observed | None, route_table_ids
         "vpc endpoint",
         ctx.name("vpce-s3"),
         observed,
-        observed.attrs,
         {"route_table_ids": sorted(route_table_ids)},
     )
 
@@ -823,7 +823,7 @@ def plan_flow_log(
     if role_arn is None:
         return Change("flow log", ctx.name("flow-log"), "create" if observed is None else "no-op")
     wanted = _flow_log_wanted(spec, log_group, role_arn)
-    change = plan_from("flow log", ctx.name("flow-log"), observed, observed and observed.attrs, wanted)
+    change = plan_from("flow log", ctx.name("flow-log"), observed, wanted)
     # Flow logs cannot be modified; replacing ours is safe (a few seconds without records).
     return (
         change if change.action != "update" else Change(change.resource, change.name, "replace", change.diffs)
@@ -858,6 +858,23 @@ def ensure_flow_log(
             raise EcsflowError(f"creating the VPC flow log failed: {created['Unsuccessful']}")
         observed = find_flow_log(ctx, vpc_id)
     return observed
+
+
+FLOW_LOG_GROUP = "vpc-flow-logs"
+
+
+def flow_log_group(spec: Stack) -> logs.LogGroupSpec:
+    return logs.LogGroupSpec(FLOW_LOG_GROUP, spec.network.flow_logs.retention_days)
+
+
+def flow_log_role(ctx: AwsContext) -> iam.RoleSpec:
+    group_arn = f"arn:aws:logs:{ctx.region}:{ctx.account_id()}:log-group:{logs.log_prefix(ctx)}{FLOW_LOG_GROUP}"
+    return iam.RoleSpec(
+        component="flow-logs",
+        service_principal="vpc-flow-logs.amazonaws.com",
+        inline_policies={"deliver-flow-logs": flow_log_policy(group_arn)},
+        description="Delivers this stack's VPC flow logs to CloudWatch Logs",
+    )
 
 
 def flow_log_policy(log_group_arn: str) -> dict[str, Any]:
@@ -896,6 +913,7 @@ def inventory_network(ctx: AwsContext) -> dict[str, list[Observed]]:
     ec2 = ctx.ec2()
     inventory: dict[str, list[Observed]] = {}
     for kind, (method, key, id_key) in EC2_KINDS.items():
+        items: list[Any]
         if kind == "flow log":
             items = [
                 f
@@ -905,7 +923,7 @@ def inventory_network(ctx: AwsContext) -> dict[str, list[Observed]]:
         else:
             items = _tagged(ctx, call(f"list {kind}s", getattr(ec2, method), Filters=ctx.ec2_filters())[key])
         inventory[kind] = [
-            _observed(item[id_key], item.get("Tags"), state=str(item.get("State", "")).lower(), raw=item)
+            _observed(item[id_key], item.get("Tags"), state=str(item.get("State", "")).lower(), raw=dict(item))
             for item in items
             if str(item.get("State", "")).lower() not in GONE_STATES
         ]
@@ -980,3 +998,52 @@ def revoke_all_rules(observed: Observed, ctx: AwsContext) -> None:
             GroupId=observed.id,
             SecurityGroupRuleIds=egress,
         )
+
+
+# ---------------------------------------------------------------- the family's plan
+
+
+def plan_network(spec: Stack, ctx: AwsContext) -> list[Change]:
+    """Plan every network resource; children of a missing parent are planned as creates."""
+    vpc = find_vpc(ctx)
+    changes = [plan_vpc(spec, ctx, vpc)]
+    subnets = {s.component: find_subnet(ctx, s) if vpc else None for s in subnet_specs(spec)}
+    changes += [plan_subnet(ctx, s, subnets[s.component]) for s in subnet_specs(spec)]
+    igw = find_internet_gateway(ctx) if vpc else None
+    changes.append(plan_internet_gateway(ctx, igw, vpc.id if vpc else None))
+    nats = {f"nat-{az_suffix(az)}": find_nat_gateway(ctx, az) if vpc else None for az in nat_zones(spec)}
+    changes += [plan_nat_gateway(ctx, az, nats[f"nat-{az_suffix(az)}"]) for az in nat_zones(spec)]
+    gateways = {"igw": igw, **nats}
+    tables = []
+    for table in route_table_specs(spec):
+        observed = find_route_table(ctx, table) if vpc else None
+        gateway = gateways.get(table.via)
+        members = [subnets[c] for c in table.subnet_components]
+        subnet_ids = [m.id for m in members if m] if all(members) else None
+        changes.append(plan_route_table(ctx, table, observed, gateway.id if gateway else None, subnet_ids))
+        if table.via != "igw":
+            tables.append(observed)
+    if spec.network.s3_gateway_endpoint:
+        endpoint = find_s3_endpoint(ctx) if vpc else None
+        table_ids = [t.id for t in tables if t] if all(tables) else None
+        changes.append(plan_s3_endpoint(ctx, endpoint, table_ids))
+    groups = {c: find_security_group(ctx, c) if vpc else None for c in SECURITY_GROUPS}
+    changes += [plan_security_group(ctx, c, groups[c]) for c in SECURITY_GROUPS]
+    if all(groups.values()):
+        wanted = security_rules(spec, {c: g.id for c, g in groups.items() if g})
+        changes += [plan_rules(ctx, c, find_rules(ctx, g.id), wanted[c]) for c, g in groups.items() if g]
+    else:
+        changes += [Change("security group rules", ctx.name(c), "create") for c in SECURITY_GROUPS]
+    default_group = find_default_security_group(ctx, vpc.id) if vpc else None
+    if default_group:
+        changes.append(plan_rules(ctx, "default", find_rules(ctx, default_group), []))
+    if spec.network.flow_logs.enabled:
+        group_spec, role_spec = flow_log_group(spec), flow_log_role(ctx)
+        group = logs.find_log_group(ctx, group_spec)
+        role = iam.find_role(ctx, role_spec)
+        logs_key = kms.find_key(ctx, "logs")
+        changes.append(logs.plan_log_group(ctx, group_spec, group, logs_key))
+        changes.append(iam.plan_role(ctx, role_spec, role))
+        changes.append(plan_flow_log(spec, ctx, find_flow_log(ctx, vpc.id if vpc else None),
+                                     group_spec.name(ctx), role.id if role else None))
+    return changes

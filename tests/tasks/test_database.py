@@ -10,6 +10,7 @@ import pytest
 
 import tasks.aws
 from spec import Stack, load_stack
+from tasks import iam
 from tasks.aws import AwsContext
 from tasks.contract import NotOurs, Observed
 from tasks.database import (
@@ -18,19 +19,17 @@ from tasks.database import (
     delete_db_instance,
     delete_db_parameter_group,
     delete_db_subnet_group,
-    delete_monitoring_role,
     ensure_db_instance,
     ensure_db_parameter_group,
     ensure_db_subnet_group,
-    ensure_monitoring_role,
     find_db_instance,
     find_db_parameter_group,
     find_db_subnet_group,
-    find_monitoring_role,
     instance_identifier,
     inventory_db_instances,
     inventory_db_parameter_groups,
     inventory_db_subnet_groups,
+    monitoring_role,
     parameter_group_name,
     plan_db_instance,
     plan_db_parameter_group,
@@ -81,12 +80,17 @@ def infra(aws: MotoServer) -> Infra:
     return Infra(subnet_ids=subnets, security_group_id=sg, kms_key_arn=key)
 
 
+def seen(*ids: str) -> list[Observed]:
+    """What the network and kms families hand the database tasks."""
+    return [Observed(id=i, name=i) for i in ids]
+
+
 def ensure_all(stack: Stack, ctx: AwsContext, infra: Infra) -> Db:
-    role = ensure_monitoring_role.fn(ctx)
-    subnet_group = ensure_db_subnet_group.fn(stack, ctx, infra.subnet_ids)
+    role = iam.ensure_role.fn(ctx, monitoring_role(ctx))
+    subnet_group = ensure_db_subnet_group.fn(stack, ctx, seen(*infra.subnet_ids))
     parameter_group = ensure_db_parameter_group.fn(stack, ctx)
-    instance = ensure_db_instance.fn(stack, ctx, kms_key_arn=infra.kms_key_arn,
-                                     security_group_id=infra.security_group_id, monitoring_role_arn=role.id)
+    instance = ensure_db_instance.fn(stack, ctx, kms_key=seen(infra.kms_key_arn)[0],
+                                     security_group=seen(infra.security_group_id)[0], monitoring_role=role)
     return Db(stack, ctx, infra, role, subnet_group, parameter_group, instance)
 
 
@@ -99,6 +103,11 @@ def db(infra: Infra) -> Db:
 def instance_args(db: Db) -> dict[str, Any]:
     return {"kms_key_arn": db.infra.kms_key_arn, "security_group_id": db.infra.security_group_id,
             "monitoring_role_arn": db.role.id}
+
+
+def ensure_args(db: Db) -> dict[str, Any]:
+    return {"kms_key": seen(db.infra.kms_key_arn)[0], "security_group": seen(db.infra.security_group_id)[0],
+            "monitoring_role": db.role}
 
 
 def with_database(stack: Stack, **changes: Any) -> Stack:
@@ -190,11 +199,11 @@ def test_monitoring_role_trusts_rds_monitoring_of_our_account_only(db: Db) -> No
 def test_monitoring_needs_a_role(infra: Infra) -> None:
     stack = load_stack(LIBRARY_STACK)
     ctx = AwsContext.for_stack(stack)
-    ensure_db_subnet_group.fn(stack, ctx, infra.subnet_ids)
+    ensure_db_subnet_group.fn(stack, ctx, seen(*infra.subnet_ids))
     ensure_db_parameter_group.fn(stack, ctx)
     with pytest.raises(tasks.aws.EcsflowError, match="monitoring_interval"):
-        ensure_db_instance.fn(stack, ctx, kms_key_arn=infra.kms_key_arn,
-                              security_group_id=infra.security_group_id, monitoring_role_arn=None)
+        ensure_db_instance.fn(stack, ctx, kms_key=seen(infra.kms_key_arn)[0],
+                              security_group=seen(infra.security_group_id)[0], monitoring_role=None)
     assert find_db_instance(stack, ctx) is None
 
 
@@ -222,7 +231,7 @@ def test_backup_retention_change_is_one_modify(db: Db) -> None:
     assert (change.diffs[0].current, change.diffs[0].wanted) == (7, 14)
 
     tasks.aws.CALLS.reset()
-    ensure_db_instance.fn(stack, db.ctx, **instance_args(db))
+    ensure_db_instance.fn(stack, db.ctx, **ensure_args(db))
     assert tasks.aws.CALLS.mutating() == {"rds:ModifyDBInstance": 1}
     d = client("rds").describe_db_instances(DBInstanceIdentifier="library-prod-db")["DBInstances"][0]
     assert d["BackupRetentionPeriod"] == 14
@@ -234,7 +243,7 @@ def test_immutable_change_is_a_replace_that_ensure_refuses(db: Db) -> None:
     assert change.action == "replace" and change.changed_fields == ["DBName"]
     tasks.aws.CALLS.reset()
     with pytest.raises(tasks.aws.EcsflowError, match="DBName"):
-        ensure_db_instance.fn(stack, db.ctx, **instance_args(db))
+        ensure_db_instance.fn(stack, db.ctx, **ensure_args(db))
     assert tasks.aws.CALLS.mutating() == {}
 
 
@@ -262,7 +271,7 @@ def test_subnet_group_follows_the_subnet_list(db: Db) -> None:
     change = plan_db_subnet_group(db.stack, find_db_subnet_group(db.stack, db.ctx), db.ctx, subnet_ids=wanted)
     assert change.changed_fields == ["subnet_ids"]
     tasks.aws.CALLS.reset()
-    observed = ensure_db_subnet_group.fn(db.stack, db.ctx, wanted)
+    observed = ensure_db_subnet_group.fn(db.stack, db.ctx, seen(*wanted))
     assert tasks.aws.CALLS.mutating() == {"rds:ModifyDBSubnetGroup": 1}
     # moto 5.2.5's ModifyDBSubnetGroup drops the group from its store (models.py pops it and never
     # puts it back), so this cannot be read back from moto: check ModifyDBSubnetGroup's answer instead.
@@ -292,7 +301,7 @@ def test_delete_refuses_a_subnet_group_without_our_tags(infra: Infra) -> None:
     with pytest.raises(NotOurs):
         delete_db_subnet_group.fn(observed, ctx)
     with pytest.raises(NotOurs):  # nor does ensure take it over
-        ensure_db_subnet_group.fn(stack, ctx, infra.subnet_ids)
+        ensure_db_subnet_group.fn(stack, ctx, seen(*infra.subnet_ids))
     assert rds.describe_db_subnet_groups(DBSubnetGroupName=subnet_group_name(ctx))["DBSubnetGroups"]
 
 
@@ -315,10 +324,10 @@ def test_confirmed_delete_keeps_a_final_snapshot_and_removes_everything(db: Db) 
 
     delete_db_subnet_group.fn(db.subnet_group, db.ctx)
     delete_db_parameter_group.fn(db.parameter_group, db.ctx)
-    delete_monitoring_role.fn(db.role, db.ctx)
+    iam.delete_role.fn(db.role, db.ctx)
     assert find_db_subnet_group(db.stack, db.ctx) is None
     assert find_db_parameter_group(db.stack, db.ctx) is None
-    assert find_monitoring_role(db.ctx) is None
+    assert iam.find_role(db.ctx, monitoring_role(db.ctx)) is None
     groups = rds.describe_db_subnet_groups()["DBSubnetGroups"]
     assert not [g for g in groups if g["DBSubnetGroupName"] != "default"]
 
@@ -326,7 +335,7 @@ def test_confirmed_delete_keeps_a_final_snapshot_and_removes_everything(db: Db) 
     assert delete_db_instance.fn(db.instance, db.ctx, final_snapshot=True, confirmed=True) is None
     delete_db_subnet_group.fn(db.subnet_group, db.ctx)
     delete_db_parameter_group.fn(db.parameter_group, db.ctx)
-    delete_monitoring_role.fn(db.role, db.ctx)
+    iam.delete_role.fn(db.role, db.ctx)
     assert rds.describe_db_snapshots(DBSnapshotIdentifier=snapshot)["DBSnapshots"]
 
 
@@ -353,7 +362,7 @@ def test_tasks_retry_only_transient_errors_and_never_cache() -> None:
                             (delete_db_instance, "delete db instance"),
                             (ensure_db_subnet_group, "ensure db subnet group"),
                             (delete_db_parameter_group, "delete db parameter group"),
-                            (ensure_monitoring_role, "ensure rds monitoring role")):
+                            (iam.ensure_role, "ensure iam role {role.component}")):
         assert task_.task_run_name == run_name
         assert task_.cache_policy == NO_CACHE
         assert task_.retry_condition_fn is retry_transient

@@ -1,0 +1,76 @@
+"""`ecsflow down`: delete what the tag inventory lists, in reverse dependency order, waiting
+for each deletion. Works from AWS's tags, not from the stack file, so a resource the stack
+file no longer mentions is still found and removed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.futures import PrefectFuture
+from pydantic import Field
+
+from flows.common import StackRun, open_stack, settle
+from tasks import database, iam, kms, logs, network, registry
+from tasks.aws import EcsflowError
+from tasks.inventory import inventory
+
+# Network kinds deleted stage by stage: each stage waits for the one before.
+NETWORK_STAGES = [["flow log", "vpc endpoint", "nat gateway"], ["elastic ip", "route table", "internet gateway"],
+                  ["security group"], ["subnet"], ["vpc"]]
+
+
+class TeardownRun(StackRun):
+    confirm: bool = Field(False, description="Must be true: teardown deletes every resource of the stack.")
+    final_snapshot: bool | None = Field(
+        None, description="Take a final DB snapshot before deleting the instance. Default: yes in prod.")
+
+
+@flow(name="teardown", description="Delete every resource carrying the stack's tags, in reverse dependency order.")
+def teardown_flow(params: TeardownRun = TeardownRun()) -> dict[str, Any]:  # noqa: B008 - pydantic default
+    spec, ctx = open_stack(params)
+    if not params.confirm:
+        raise EcsflowError(f"teardown of {ctx.prefix} needs confirm=true (`ecsflow down --yes`)")
+    logger = get_run_logger()
+    final_snapshot = spec.is_prod if params.final_snapshot is None else params.final_snapshot
+    found = inventory(ctx)
+    count = sum(len(items) for items in found.values())
+    logger.info("inventory of %s: %d resources carry its tags", ctx.prefix, count)
+    kept: list[str] = []
+
+    # Slow deletions start together: the database, the NAT gateways, the repositories.
+    instances = [database.delete_db_instance.submit(o, ctx, final_snapshot=final_snapshot, confirmed=True)
+                 for o in found[("database", "db instance")]]
+    repos = [registry.delete_repository.submit(o, ctx) for o in found[("registry", "ecr repository")]]
+    groups = [database.delete_db_subnet_group.submit(o, ctx, wait_for=instances)
+              for o in found[("database", "db subnet group")]]
+    groups += [database.delete_db_parameter_group.submit(o, ctx, wait_for=instances)
+               for o in found[("database", "db parameter group")]]
+
+    previous: list[PrefectFuture[Any]] = []
+    for stage in NETWORK_STAGES:
+        # Security groups and subnets hold the database's network interfaces until it is gone.
+        after = previous + (instances + groups if "security group" in stage else [])
+        if "security group" in stage:
+            after = [network.revoke_all_rules.submit(o, ctx, wait_for=after)
+                     for o in found[("network", "security group")]] or after
+        current = [network.delete_network_resource.submit(kind, o, ctx, wait_for=after)
+                   for kind in stage for o in found[("network", kind)]]
+        previous = current or previous
+    settle([*instances, *repos, *groups, *previous])
+
+    snapshots = [s for s in (f.result() for f in instances) if s]
+    rest = [logs.delete_log_group.submit(o, ctx) for o in found[("logs", "log group")]]
+    rest += [iam.delete_role.submit(o, ctx) for o in found[("iam", "iam role")]]
+    for key in found[("kms", "kms key")]:
+        if snapshots and key.attrs.get("purpose") == "rds":
+            # The final snapshot is encrypted with this key: deleting it would make the snapshot useless.
+            rest.append(kms.retain_key.submit(key, ctx, reason=f"final snapshot {snapshots[0]}"))
+            kept.append(f"KMS key {key.id} (encrypts the final snapshot)")
+        else:
+            rest.append(kms.delete_key.submit(key, ctx))
+    rest += [database.hand_over_snapshot.submit(s, ctx) for s in snapshots]
+    kept += [f"final DB snapshot {s}" for s in snapshots]
+    settle(rest)
+    logger.info("teardown of %s done: %d deleted, kept %s", ctx.prefix, count, kept or "nothing")
+    return {"deleted": count - len(kept) + len(snapshots), "kept": kept}

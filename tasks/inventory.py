@@ -1,0 +1,37 @@
+"""Everything ecsflow made for one stack, found by tags alone (never from the stack file's names).
+
+`status` prints it; `teardown` deletes it in the order below, which is reverse dependency order.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tasks import database, iam, kms, logs, network, registry
+from tasks.aws import TAG_COMPONENT, AwsContext
+from tasks.contract import Observed
+
+
+def inventory(ctx: AwsContext) -> dict[tuple[str, str], list[Observed]]:
+    """(family, kind) -> resources, in teardown order."""
+    found: dict[tuple[str, str], list[Observed]] = {
+        ("database", "db instance"): database.inventory_db_instances(ctx),
+        ("database", "db subnet group"): database.inventory_db_subnet_groups(ctx),
+        ("database", "db parameter group"): database.inventory_db_parameter_groups(ctx),
+    }
+    for kind, items in network.inventory_network(ctx).items():
+        found[("network", kind)] = items
+    found[("logs", "log group")] = logs.inventory_log_groups(ctx)
+    found[("iam", "iam role")] = iam.inventory_roles(ctx)
+    found[("registry", "ecr repository")] = registry.inventory_repositories(ctx)
+    found[("kms", "kms key")] = kms.inventory_keys(ctx)
+    return found
+
+
+def inventory_rows(ctx: AwsContext) -> list[dict[str, Any]]:
+    return [
+        {"family": family, "kind": kind, "id": item.id, "name": item.name,
+         "component": item.tags.get(TAG_COMPONENT, "")}
+        for (family, kind), items in inventory(ctx).items()
+        for item in items
+    ]
