@@ -83,8 +83,8 @@ def run_flow(flow_fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         try:
             state.result()
         except Exception as exc:
-            raise RunFailed(f"{flow_fn.__name__} {state.name.lower()}: {exc}") from exc
-        raise RunFailed(f"{flow_fn.__name__} ended {state.name}")
+            raise RunFailed(f"{getattr(flow_fn, 'name', 'run')} {state.name.lower()}: {exc}") from exc
+        raise RunFailed(f"{getattr(flow_fn, 'name', 'run')} ended {state.name}")
     return state.result()
 
 

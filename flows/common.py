@@ -26,5 +26,6 @@ def settle(futures: list[PrefectFuture[Any]]) -> None:
     """Wait for every future, then raise the first failure: a failed task must fail the flow,
     but only after its siblings have finished (no half-made resource left mid-call)."""
     wait(futures)
-    for future in futures:
+    # Root causes first: a task whose upstream failed never ran, and its error says only that.
+    for future in sorted(futures, key=lambda f: not (f.state.is_failed() or f.state.is_crashed())):
         future.result()

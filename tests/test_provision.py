@@ -1,0 +1,342 @@
+"""`ecsflow up / plan / down` end to end: real Prefect server, real moto server over HTTP.
+
+Everything is asserted by reading AWS back with a separate boto3 client, never from
+ecsflow's own return values.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import yaml
+
+from ecsflow.cli import main
+from tasks.aws import CALLS
+from tests.conftest import LIBRARY_STACK, ROOT
+
+pytestmark = pytest.mark.prefect
+REGION = "ap-northeast-1"
+OURS = [{"Name": "tag:ecsflow:stack", "Values": ["library"]}, {"Name": "tag:ecsflow:env", "Values": ["prod"]}]
+
+
+def aws_client(service: str) -> Any:
+    return boto3.client(service, region_name=REGION)  # type: ignore[call-overload]
+
+
+def up(stack: Path = LIBRARY_STACK) -> None:
+    assert main(["up", "--stack", str(stack)]) == 0
+
+
+def tags(items: list[dict[str, str]] | None) -> dict[str, str]:
+    return {t["Key"]: t["Value"] for t in items or []}
+
+
+def assert_ours(tag_list: list[dict[str, str]] | dict[str, str] | None, component: str) -> None:
+    found = tag_list if isinstance(tag_list, dict) else tags(tag_list)
+    assert found["ecsflow:stack"] == "library", found
+    assert found["ecsflow:env"] == "prod", found
+    assert found["ecsflow:component"] == component, found
+    assert found["project"] == "library-management", found  # the stack file's own tags
+
+
+def edited_stack(tmp_path: Path, edit: Any) -> Path:
+    data = yaml.safe_load(LIBRARY_STACK.read_text())
+    edit(data)
+    path = tmp_path / "library.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def rules_of(group_id: str) -> set[tuple[bool, int, str]]:
+    rules = aws_client("ec2").describe_security_group_rules(
+        Filters=[{"Name": "group-id", "Values": [group_id]}])["SecurityGroupRules"]
+    return {(r["IsEgress"], r.get("FromPort", -1),
+             r.get("CidrIpv4") or r.get("ReferencedGroupInfo", {}).get("GroupId", "?")) for r in rules}
+
+
+def census() -> Counter[str]:
+    """How many of each network/database/registry resource carry our tags."""
+    ec2, rds, ecr = aws_client("ec2"), aws_client("rds"), aws_client("ecr")
+    count: Counter[str] = Counter()
+    count["vpc"] = len(ec2.describe_vpcs(Filters=OURS)["Vpcs"])
+    count["subnet"] = len(ec2.describe_subnets(Filters=OURS)["Subnets"])
+    count["igw"] = len(ec2.describe_internet_gateways(Filters=OURS)["InternetGateways"])
+    count["eip"] = len([a for a in ec2.describe_addresses()["Addresses"] if tags(a.get("Tags")).get("ecsflow:stack")])
+    count["nat"] = len([n for n in ec2.describe_nat_gateways()["NatGateways"]
+                        if n["State"] != "deleted" and tags(n.get("Tags")).get("ecsflow:stack")])
+    count["route table"] = len(ec2.describe_route_tables(Filters=OURS)["RouteTables"])
+    count["security group"] = len(ec2.describe_security_groups(Filters=OURS)["SecurityGroups"])
+    count["endpoint"] = len([e for e in ec2.describe_vpc_endpoints(Filters=OURS)["VpcEndpoints"]
+                             if e["State"].lower() not in ("deleted", "deleting")])
+    count["flow log"] = len([f for f in ec2.describe_flow_logs()["FlowLogs"]
+                             if tags(f.get("Tags")).get("ecsflow:stack")])
+    count["db instance"] = len(rds.describe_db_instances()["DBInstances"])
+    count["db subnet group"] = len(rds.describe_db_subnet_groups()["DBSubnetGroups"])
+    count["repository"] = len([r for r in ecr.describe_repositories()["repositories"]
+                               if r["repositoryName"].startswith("library-prod-")])
+    count["kms alias"] = len([a for a in aws_client("kms").list_aliases()["Aliases"]
+                              if a["AliasName"].startswith("alias/library-prod-")])
+    return count
+
+
+EXPECTED = Counter({"vpc": 1, "subnet": 4, "igw": 1, "eip": 2, "nat": 2, "route table": 3, "security group": 3,
+                    "endpoint": 1, "flow log": 1, "db instance": 1, "db subnet group": 1, "repository": 2,
+                    "kms alias": 3})
+
+
+# ---------------------------------------------------------------- up
+
+
+def test_up_builds_every_phase_one_resource_as_specified(aws: Any, prefect_server: Any) -> None:
+    up()
+    ec2 = aws_client("ec2")
+
+    vpc = ec2.describe_vpcs(Filters=OURS)["Vpcs"][0]
+    assert vpc["CidrBlock"] == "10.0.0.0/16"
+    assert_ours(vpc["Tags"], "vpc")
+    assert ec2.describe_vpc_attribute(VpcId=vpc["VpcId"], Attribute="enableDnsHostnames")["EnableDnsHostnames"]["Value"]
+
+    subnets = {tags(s["Tags"])["ecsflow:component"]: s for s in ec2.describe_subnets(Filters=OURS)["Subnets"]}
+    assert {k: (s["CidrBlock"], s["AvailabilityZone"]) for k, s in subnets.items()} == {
+        "subnet-public-a": ("10.0.0.0/24", "ap-northeast-1a"), "subnet-public-c": ("10.0.1.0/24", "ap-northeast-1c"),
+        "subnet-private-a": ("10.0.10.0/24", "ap-northeast-1a"),
+        "subnet-private-c": ("10.0.11.0/24", "ap-northeast-1c")}
+    assert not any(s["MapPublicIpOnLaunch"] for s in subnets.values())
+
+    # One NAT per AZ in prod, each in its AZ's public subnet with its own EIP.
+    nats = {tags(n["Tags"])["ecsflow:component"]: n for n in ec2.describe_nat_gateways()["NatGateways"]}
+    assert set(nats) == {"nat-a", "nat-c"}
+    assert nats["nat-a"]["SubnetId"] == subnets["subnet-public-a"]["SubnetId"]
+    assert nats["nat-c"]["SubnetId"] == subnets["subnet-public-c"]["SubnetId"]
+    igw = ec2.describe_internet_gateways(Filters=OURS)["InternetGateways"][0]
+    assert igw["Attachments"][0]["VpcId"] == vpc["VpcId"]
+
+    # Routes: public -> IGW; each private subnet -> the NAT of its own AZ.
+    def default_route(subnet_id: str) -> str:
+        table = ec2.describe_route_tables(
+            Filters=[{"Name": "association.subnet-id", "Values": [subnet_id]}])["RouteTables"][0]
+        route = next(r for r in table["Routes"] if r.get("DestinationCidrBlock") == "0.0.0.0/0")
+        return str(route.get("GatewayId") or route.get("NatGatewayId"))
+
+    assert default_route(subnets["subnet-public-a"]["SubnetId"]) == igw["InternetGatewayId"]
+    assert default_route(subnets["subnet-public-c"]["SubnetId"]) == igw["InternetGatewayId"]
+    assert default_route(subnets["subnet-private-a"]["SubnetId"]) == nats["nat-a"]["NatGatewayId"]
+    assert default_route(subnets["subnet-private-c"]["SubnetId"]) == nats["nat-c"]["NatGatewayId"]
+
+    # The security-group chain ALB -> ECS -> RDS, nothing wider.
+    groups = {tags(g["Tags"])["ecsflow:component"]: g["GroupId"]
+              for g in ec2.describe_security_groups(Filters=OURS)["SecurityGroups"]}
+    alb, ecs, rds_sg = groups["sg-alb"], groups["sg-ecs"], groups["sg-rds"]
+    assert {r for r in rules_of(alb) if not r[0]} == {(False, 80, "0.0.0.0/0"), (False, 443, "0.0.0.0/0")}
+    assert {r for r in rules_of(ecs) if not r[0]} == {(False, 8080, alb), (False, 80, alb)}
+    assert {r for r in rules_of(rds_sg) if not r[0]} == {(False, 5432, ecs)}
+    assert {r for r in rules_of(rds_sg) if r[0]} == set()
+    default_group = ec2.describe_security_groups(Filters=[{"Name": "vpc-id", "Values": [vpc["VpcId"]]},
+                                                          {"Name": "group-name", "Values": ["default"]}])
+    assert rules_of(default_group["SecurityGroups"][0]["GroupId"]) == set()
+
+    # S3 gateway endpoint on the private route tables; flow logs to an encrypted, finite log group.
+    endpoint = ec2.describe_vpc_endpoints(Filters=OURS)["VpcEndpoints"][0]
+    assert endpoint["ServiceName"] == "com.amazonaws.ap-northeast-1.s3" and len(endpoint["RouteTableIds"]) == 2
+    flow_log = next(f for f in ec2.describe_flow_logs()["FlowLogs"] if f["ResourceId"] == vpc["VpcId"])
+    assert flow_log["TrafficType"] == "ALL"
+    group = aws_client("logs").describe_log_groups(logGroupNamePrefix=flow_log["LogGroupName"])["logGroups"][0]
+    assert group["retentionInDays"] == 365 and group["kmsKeyId"].startswith("arn:aws:kms:")
+
+    # The database.
+    rds = aws_client("rds")
+    db = rds.describe_db_instances(DBInstanceIdentifier="library-prod-db")["DBInstances"][0]
+    assert db["Engine"] == "postgres" and db["MultiAZ"] is True and db["StorageType"] == "gp3"
+    assert db["StorageEncrypted"] is True and db["KmsKeyId"].startswith("arn:aws:kms:")
+    assert db["MaxAllocatedStorage"] == 100 and db["BackupRetentionPeriod"] == 7
+    assert db["DeletionProtection"] is True and db["PubliclyAccessible"] is False
+    assert db["IAMDatabaseAuthenticationEnabled"] is True and db["CopyTagsToSnapshot"] is True
+    assert set(db["EnabledCloudwatchLogsExports"]) == {"postgresql", "upgrade"}
+    assert db["MasterUserSecret"]["SecretArn"].startswith("arn:aws:secretsmanager:")
+    assert [g["VpcSecurityGroupId"] for g in db["VpcSecurityGroups"]] == [rds_sg]
+    assert {s["SubnetIdentifier"] for s in db["DBSubnetGroup"]["Subnets"]} == {
+        subnets["subnet-private-a"]["SubnetId"], subnets["subnet-private-c"]["SubnetId"]}
+    assert_ours(db["TagList"], "db")
+    params = rds.describe_db_parameters(DBParameterGroupName=db["DBParameterGroups"][0]["DBParameterGroupName"],
+                                        Source="user")["Parameters"]
+    values = {p["ParameterName"]: p.get("ParameterValue") for p in params}
+    assert values["rds.force_ssl"] == "1" and values["log_min_duration_statement"] == "500"
+
+    # The registry.
+    ecr = aws_client("ecr")
+    for service in ("backend", "frontend"):
+        repo = ecr.describe_repositories(repositoryNames=[f"library-prod-{service}"])["repositories"][0]
+        assert repo["imageTagMutability"] == "IMMUTABLE"
+        assert repo["imageScanningConfiguration"]["scanOnPush"] is True
+        assert repo["encryptionConfiguration"]["encryptionType"] == "KMS"
+        assert_ours(ecr.list_tags_for_resource(resourceArn=repo["repositoryArn"])["tags"], f"ecr-{service}")
+        rules = json.loads(ecr.get_lifecycle_policy(repositoryName=repo["repositoryName"])["lifecyclePolicyText"])
+        selections = [r["selection"] for r in rules["rules"]]
+        assert {"tagStatus": "untagged", "countType": "sinceImagePushed", "countUnit": "days",
+                "countNumber": 1} in selections
+        assert any(s["tagStatus"] == "tagged" and s["countNumber"] == 20 for s in selections)
+
+    assert census() == EXPECTED
+
+
+def test_second_up_makes_no_mutating_call(aws: Any, prefect_server: Any) -> None:
+    up()
+    CALLS.reset()
+    up()
+    assert CALLS.calls, "the second run must still look"
+    assert CALLS.mutating() == Counter()
+
+
+def test_a_run_killed_midway_resumes_with_exactly_one_of_each(
+    aws: Any, prefect_server: Any, fault_proxy: Any, tmp_path: Path
+) -> None:
+    # NAT gateways and the database answer slowly, so the kill lands after the VPC and subnets exist.
+    fault_proxy.delay("CreateNatGateway", 30)
+    fault_proxy.delay("CreateDBInstance", 30)
+    env = dict(os.environ, AWS_ENDPOINT_URL=fault_proxy.url, PYTHONUNBUFFERED="1")
+    log = (tmp_path / "killed-run.log").open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "ecsflow.cli", "up", "--stack", str(LIBRARY_STACK)],
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while fault_proxy.calls.get("CreateNatGateway", 0) == 0 or fault_proxy.calls.get("CreateDBInstance", 0) == 0:
+            assert proc.poll() is None, (tmp_path / "killed-run.log").read_text()
+            assert time.monotonic() < deadline, "the run never reached the NAT gateways and the database"
+            time.sleep(0.2)
+        time.sleep(0.5)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        log.close()
+    before = census()
+    assert before["vpc"] == 1 and before["subnet"] == 4 and before["db instance"] == 0
+
+    fault_proxy.reset_rules()
+    up()
+    assert census() == EXPECTED
+
+
+# ---------------------------------------------------------------- plan and drift
+
+
+def test_a_changed_setting_is_planned_and_applied_alone(
+    aws: Any, prefect_server: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    up()
+
+    def edit(data: dict[str, Any]) -> None:
+        data["database"]["backup_retention_days"] = 14
+        data["registry"]["keep_releases"] = 30
+        data["services"]["backend"]["port"] = 8081
+
+    changed = edited_stack(tmp_path, edit)
+    capsys.readouterr()
+    assert main(["plan", "--stack", str(changed), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    pending = {(r["resource"], r["name"]): r for r in rows if r["action"] != "no-op"}
+    assert set(pending) == {
+        ("db instance", "library-prod-db"),
+        ("ecr-repository", "library-prod-backend"), ("ecr-repository", "library-prod-frontend"),
+        ("security group rules", "library-prod-sg-alb"), ("security group rules", "library-prod-sg-ecs"),
+    }, pending
+    db_change = pending[("db instance", "library-prod-db")]
+    assert db_change["action"] == "update" and len(db_change["changes"]) == 1
+    assert "BackupRetentionPeriod" in db_change["changes"][0] and "14" in db_change["changes"][0]
+    ecs_rules = " ".join(pending[("security group rules", "library-prod-sg-ecs")]["changes"])
+    assert "8081" in ecs_rules and "8080" in ecs_rules
+
+    CALLS.reset()
+    up(changed)
+    mutating = {call.split(":")[1] for call in CALLS.mutating()}
+    assert mutating == {"ModifyDBInstance", "PutLifecyclePolicy", "AuthorizeSecurityGroupIngress",
+                        "RevokeSecurityGroupIngress", "AuthorizeSecurityGroupEgress", "RevokeSecurityGroupEgress"}
+    assert CALLS.mutating()["rds:ModifyDBInstance"] == 1
+    db = aws_client("rds").describe_db_instances(DBInstanceIdentifier="library-prod-db")["DBInstances"][0]
+    assert db["BackupRetentionPeriod"] == 14
+
+    CALLS.reset()
+    up(changed)
+    assert CALLS.mutating() == Counter()
+
+
+# ---------------------------------------------------------------- teardown
+
+
+def test_down_removes_everything_tagged_and_nothing_else(aws: Any, prefect_server: Any) -> None:
+    ec2, ecr = aws_client("ec2"), aws_client("ecr")
+    foreign_vpc = ec2.create_vpc(CidrBlock="10.1.0.0/16")["Vpc"]["VpcId"]
+    ecr.create_repository(repositoryName="library-prod-legacy")
+    up()
+    assert main(["down", "--stack", str(LIBRARY_STACK), "--yes"]) == 0
+
+    kms = aws_client("kms")
+    tagged = aws_client("resourcegroupstaggingapi").get_resources(
+        TagFilters=[{"Key": "ecsflow:stack", "Values": ["library"]}])["ResourceTagMappingList"]
+
+    def gone(arn: str) -> bool:
+        # KMS cannot delete a key at once (7 days at least); AWS shows deleted NAT gateways for an hour.
+        if ":kms:" in arn:
+            return bool(kms.describe_key(KeyId=arn)["KeyMetadata"]["KeyState"] == "PendingDeletion")
+        if ":natgateway/" in arn:
+            nat = ec2.describe_nat_gateways(NatGatewayIds=[arn.rsplit("/", 1)[1]])["NatGateways"][0]
+            return bool(nat["State"] == "deleted")
+        return False
+
+    leftovers = [r["ResourceARN"] for r in tagged if not gone(r["ResourceARN"])]
+    assert leftovers == []
+    still = census()
+    assert still == Counter({"repository": 1}), still  # the foreign library-prod-legacy repository
+    assert ec2.describe_vpcs(VpcIds=[foreign_vpc])["Vpcs"][0]["State"] == "available"
+    assert ecr.describe_repositories(repositoryNames=["library-prod-legacy"])["repositories"]
+
+    # Prod: the final snapshot stays, handed over (no stack tags), with the key that encrypts it.
+    snapshots = aws_client("rds").describe_db_snapshots(SnapshotType="manual")["DBSnapshots"]
+    assert [s["DBSnapshotIdentifier"].startswith("library-prod-db-final-") for s in snapshots] == [True]
+    assert "ecsflow:stack" not in tags(aws_client("rds").list_tags_for_resource(
+        ResourceName=snapshots[0]["DBSnapshotArn"])["TagList"])
+
+    # And `status` agrees.
+    assert main(["status", "--stack", str(LIBRARY_STACK), "--json"]) == 0
+
+
+def test_status_json_lists_what_up_made(aws: Any, prefect_server: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    up()
+    capsys.readouterr()
+    assert main(["status", "--stack", str(LIBRARY_STACK), "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    kinds = Counter(r["kind"] for r in status["resources"])
+    assert kinds["subnet"] == 4 and kinds["nat gateway"] == 2 and kinds["db instance"] == 1
+    assert kinds["ecr repository"] == 2 and kinds["kms key"] == 3
+
+
+# ---------------------------------------------------------------- faults
+
+
+def test_transient_faults_are_retried(aws: Any, prefect_server: Any, fault_proxy: Any) -> None:
+    fault_proxy.fail("CreateVpc", times=2, kind="throttle")
+    fault_proxy.fail("CreateSubnet", times=2, kind="server_error")
+    fault_proxy.fail("CreateRepository", times=1, kind="throttle")
+    fault_proxy.fail("CreateDBInstance", times=1, kind="server_error")
+    up()
+    assert fault_proxy.pending_faults() == 0
+    assert census() == EXPECTED
+
+
+def test_a_permission_error_fails_at_once_with_a_clear_message(
+    aws: Any, prefect_server: Any, fault_proxy: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fault_proxy.fail("CreateDBSubnetGroup", times=None, kind="access_denied")
+    assert main(["up", "--stack", str(LIBRARY_STACK)]) == 1
+    err = capsys.readouterr().err
+    assert "CreateDBSubnetGroup" in err and "Grant" in err
+    assert fault_proxy.calls["CreateDBSubnetGroup"] == 1, "a permission error must not be retried"
