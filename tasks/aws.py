@@ -347,14 +347,30 @@ def wait_until(what: str, check: Callable[[], T | None], *, timeout: float, poll
     """Poll `check` until it returns something truthy; check first, then sleep (so an
     already-converged resource costs one call)."""
     deadline = time.monotonic() + timeout
+    said = False
     while True:
         result = check()
         if result:
             return result
+        if not said:
+            progress(f"waiting for {what} (up to {timeout / 60:.0f} min)")
+            said = True
         if time.monotonic() >= deadline:
             raise WaitTimeout(f"timed out after {timeout:.0f}s waiting for {what}; check it in the AWS console "
                               f"and run the command again to resume")
         time.sleep(min(poll * (0.8 + 0.4 * random.random()), max(deadline - time.monotonic(), 0.05)))
+
+
+def progress(message: str) -> None:
+    """Say what a run is doing: into the Prefect run's log (and console) inside a run, else stderr's logger."""
+    import logging
+
+    try:
+        from prefect import get_run_logger
+
+        get_run_logger().info(message)
+    except Exception:
+        logging.getLogger("ecsflow").info(message)
 
 
 def tag_map(tags: list[Any] | None) -> dict[str, str]:
