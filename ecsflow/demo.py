@@ -73,5 +73,14 @@ Images:           the images phase arrives with the deploy pipeline; this demo p
         print(f"ecsflow demo: {exc}", file=sys.stderr)
         return 1
     finally:
+        _flush_prefect_logs()
         for server in reversed(servers):
             server.stop()
+
+
+def _flush_prefect_logs() -> None:
+    """Send the runs' last log lines before the server goes away (else Prefect complains at exit)."""
+    if "prefect.logging.handlers" in sys.modules:
+        from prefect.logging.handlers import APILogWorker
+
+        APILogWorker.drain_all(timeout=5)
