@@ -1,12 +1,35 @@
+"""Shared fixtures: real local servers, started once per session.
+
+- `moto_server` (session): moto in server mode; AWS_ENDPOINT_URL points at it.
+- `aws`: a freshly reset moto account for one test.
+- `fault_proxy`: a FaultProxy in front of moto for one test (rules and counts reset);
+  AWS_ENDPOINT_URL points at the proxy for the test's duration.
+- `prefect_server` (session): a real `prefect server start`; PREFECT_API_URL points at it,
+  in this process (settings refreshed) and in subprocesses. Use the fixture, or mark a
+  test or module with `@pytest.mark.prefect` / `pytestmark = pytest.mark.prefect`.
+  Its boot (12-20 s) starts right after collection when any selected test needs it, so
+  it overlaps the tests that run before.
+
+Prefect is isolated from the developer's machine: a temporary PREFECT_HOME, no profile,
+no inherited PREFECT_API_URL. In this process Prefect may not start an ephemeral server,
+so a flow run by a test that did not ask for `prefect_server` fails at once (with a hint)
+instead of booting a private server for ~15 s.
+"""
+
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import shutil
+import sys
+import tempfile
+from collections.abc import Generator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.support.servers import MotoServer
+from tests.support.faultproxy import FaultProxy
+from tests.support.servers import MotoServer, PrefectServer
 
 ROOT = Path(__file__).resolve().parent.parent
 LIBRARY_STACK = ROOT / "stacks" / "library.yaml"
@@ -18,6 +41,81 @@ for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "tes
                    "ECSFLOW_RETRY_BASE_SECONDS": "0.05"}.items():
     os.environ[key] = value
 os.environ.pop("AWS_PROFILE", None)
+
+# Prefect: never the developer's ~/.prefect, profile or server.
+_PREFECT_HOME = tempfile.mkdtemp(prefix="ecsflow-test-prefect-home-")
+os.environ["PREFECT_HOME"] = _PREFECT_HOME
+for key in ("PREFECT_API_URL", "PREFECT_API_KEY", "PREFECT_PROFILE", "PREFECT_PROFILES_PATH"):
+    os.environ.pop(key, None)
+
+_NO_API_URL = "No Prefect API URL provided"
+
+
+def _refresh_prefect_settings(forbid_ephemeral: bool = False) -> None:
+    """Prefect 3 snapshots the environment into its global settings context when `prefect`
+    is first imported; later os.environ changes are invisible to get_current_settings()
+    until that context is rebuilt. Only needed once prefect has been imported."""
+    if "prefect.context" not in sys.modules:
+        return
+    import prefect.context
+
+    if not forbid_ephemeral:
+        prefect.context.refresh_global_settings_context()
+        return
+    # The variable is set only while the context is rebuilt: subprocesses (the ecsflow CLI,
+    # the demo) keep Prefect's own default.
+    os.environ["PREFECT_SERVER_ALLOW_EPHEMERAL_MODE"] = "false"
+    try:
+        prefect.context.refresh_global_settings_context()
+    finally:
+        del os.environ["PREFECT_SERVER_ALLOW_EPHEMERAL_MODE"]
+
+
+# ------------------------------------------------------------------ hooks
+
+_early_prefect: list[PrefectServer] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "prefect: the test needs the session's Prefect server (PREFECT_API_URL)")
+
+
+def _needs_prefect(item: pytest.Item) -> bool:
+    return item.get_closest_marker("prefect") is not None or "prefect_server" in getattr(item, "fixturenames", ())
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if "PREFECT_API_URL" not in os.environ:
+        _refresh_prefect_settings(forbid_ephemeral=True)
+    if not session.config.option.collectonly and any(_needs_prefect(i) for i in session.items):
+        workdir = Path(tempfile.mkdtemp(prefix="ecsflow-test-prefect-server-"))
+        _early_prefect.append(PrefectServer(workdir).start())
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    while _early_prefect:  # booted for a test that never ran (e.g. -x stopped first)
+        server = _early_prefect.pop()
+        server.stop()
+        shutil.rmtree(server.workdir, ignore_errors=True)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(_PREFECT_HOME, ignore_errors=True)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+    report = yield
+    if report.failed and _NO_API_URL in report.longreprtext and not _needs_prefect(item):
+        report.sections.append((
+            "ecsflow test hint",
+            "This test talks to Prefect but did not ask for the session's Prefect server: "
+            "use the `prefect_server` fixture or mark it `@pytest.mark.prefect`.",
+        ))
+    return report
+
+
+# ------------------------------------------------------------------ AWS
 
 
 @pytest.fixture(scope="session")
@@ -33,3 +131,52 @@ def aws(moto_server: MotoServer) -> MotoServer:
     """A clean emulated AWS account for one test."""
     moto_server.reset()
     return moto_server
+
+
+@pytest.fixture(scope="session")
+def _fault_proxy_session(moto_server: MotoServer) -> Iterator[FaultProxy]:
+    proxy = FaultProxy(moto_server.url).start()
+    yield proxy
+    proxy.stop()
+
+
+@pytest.fixture
+def fault_proxy(aws: MotoServer, _fault_proxy_session: FaultProxy,
+                monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultProxy]:
+    """A fault-injecting proxy in front of a clean moto account; AWS_ENDPOINT_URL points at it
+    for this test. `fault_proxy.target_url` is moto itself, for checks that must not be faulted."""
+    proxy = _fault_proxy_session
+    proxy.reset()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+    yield proxy
+    proxy.reset()
+
+
+# ------------------------------------------------------------------ Prefect
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[PrefectServer]:
+    """The session's Prefect server; PREFECT_API_URL points at it from here on."""
+    if _early_prefect:
+        server = _early_prefect.pop()
+    else:
+        server = PrefectServer(Path(tempfile.mkdtemp(prefix="ecsflow-test-prefect-server-"))).start()
+    try:
+        server.wait_ready()
+    except BaseException:
+        server.stop()
+        raise
+    os.environ["PREFECT_API_URL"] = server.api_url
+    _refresh_prefect_settings()
+    yield server
+    os.environ.pop("PREFECT_API_URL", None)
+    _refresh_prefect_settings(forbid_ephemeral=True)
+    server.stop()
+    shutil.rmtree(server.workdir, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _prefect_marker(request: pytest.FixtureRequest) -> None:
+    if request.node.get_closest_marker("prefect") is not None:
+        request.getfixturevalue("prefect_server")
