@@ -13,7 +13,7 @@ from pydantic import Field
 from flows.common import StackRun, open_stack, settle
 from tasks import database, iam, kms, logs, network, registry
 from tasks.aws import EcsflowError
-from tasks.inventory import inventory
+from tasks.inventory import take_inventory
 
 # Network kinds deleted stage by stage: each stage waits for the one before.
 NETWORK_STAGES = [["flow log", "vpc endpoint", "nat gateway"], ["elastic ip", "route table", "internet gateway"],
@@ -33,10 +33,11 @@ def teardown_flow(params: TeardownRun = TeardownRun()) -> dict[str, Any]:  # noq
         raise EcsflowError(f"teardown of {ctx.prefix} needs confirm=true (`ecsflow down --yes`)")
     logger = get_run_logger()
     final_snapshot = spec.is_prod if params.final_snapshot is None else params.final_snapshot
-    found = inventory(ctx)
+    found = take_inventory(ctx)
     count = sum(len(items) for items in found.values())
     logger.info("inventory of %s: %d resources carry its tags", ctx.prefix, count)
     kept: list[str] = []
+    retained_keys = 0
 
     # Slow deletions start together: the database, the NAT gateways, the repositories.
     instances = [database.delete_db_instance.submit(o, ctx, final_snapshot=final_snapshot, confirmed=True)
@@ -67,10 +68,11 @@ def teardown_flow(params: TeardownRun = TeardownRun()) -> dict[str, Any]:  # noq
             # The final snapshot is encrypted with this key: deleting it would make the snapshot useless.
             rest.append(kms.retain_key.submit(key, ctx, reason=f"final snapshot {snapshots[0]}"))
             kept.append(f"KMS key {key.id} (encrypts the final snapshot)")
+            retained_keys += 1
         else:
             rest.append(kms.delete_key.submit(key, ctx))
     rest += [database.hand_over_snapshot.submit(s, ctx) for s in snapshots]
     kept += [f"final DB snapshot {s}" for s in snapshots]
     settle(rest)
     logger.info("teardown of %s done: %d deleted, kept %s", ctx.prefix, count, kept or "nothing")
-    return {"deleted": count - len(kept) + len(snapshots), "kept": kept}
+    return {"deleted": count - retained_keys, "kept": kept}

@@ -9,7 +9,7 @@ from typing import Any
 
 from tasks import database, iam, kms, logs, network, registry
 from tasks.aws import TAG_COMPONENT, AwsContext
-from tasks.contract import Observed
+from tasks.contract import Observed, aws_task
 
 
 def inventory(ctx: AwsContext) -> dict[tuple[str, str], list[Observed]]:
@@ -26,6 +26,11 @@ def inventory(ctx: AwsContext) -> dict[tuple[str, str], list[Observed]]:
     found[("registry", "ecr repository")] = registry.inventory_repositories(ctx)
     found[("kms", "kms key")] = kms.inventory_keys(ctx)
     return found
+
+
+@aws_task(task_run_name="take inventory of the stack's resources")
+def take_inventory(ctx: AwsContext) -> dict[tuple[str, str], list[Observed]]:
+    return inventory(ctx)
 
 
 def inventory_rows(ctx: AwsContext) -> list[dict[str, Any]]:
