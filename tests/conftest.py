@@ -18,6 +18,7 @@ instead of booting a private server for ~15 s.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -69,6 +70,19 @@ def _refresh_prefect_settings(forbid_ephemeral: bool = False) -> None:
         prefect.context.refresh_global_settings_context()
     finally:
         del os.environ["PREFECT_SERVER_ALLOW_EPHEMERAL_MODE"]
+
+
+def _drain_prefect_workers() -> None:
+    """Send the logs and events Prefect still holds before its server goes away (otherwise
+    they are printed as '--- Error logging to API ---' at exit)."""
+    if "prefect" not in sys.modules:
+        return
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        with contextlib.suppress(Exception):  # best effort at teardown
+            worker.drain_all(timeout=10)
 
 
 # ------------------------------------------------------------------ hooks
@@ -170,6 +184,7 @@ def prefect_server() -> Iterator[PrefectServer]:
     os.environ["PREFECT_API_URL"] = server.api_url
     _refresh_prefect_settings()
     yield server
+    _drain_prefect_workers()
     os.environ.pop("PREFECT_API_URL", None)
     _refresh_prefect_settings(forbid_ephemeral=True)
     server.stop()
