@@ -4,19 +4,21 @@
     vpc ─> subnets ─┬─> db subnet group ─> db instance   (the critical path in AWS)
                     ├─> nat gateways ─> route tables ─> s3 endpoint
     vpc ─> security groups ─> rules
-    ecr key ─> repositories                               (beside everything)
+    ecr key ─> repositories ─> images (per service: check, build, smoke test, push, scan, record)
+                                                          (beside everything)
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from pydantic import Field
 
 from flows.common import StackRun, open_stack, settle
 from flows.phase_database import database_outputs, submit_database
+from flows.phase_images import collect, image_outputs, stack_dir, submit_images
 from flows.phase_network import network_outputs, submit_network
 from flows.phase_registry import submit_registry
 from tasks import kms
@@ -26,7 +28,7 @@ class ProvisionRun(StackRun):
     skip_images: bool = Field(False, description="Provision everything but the images phase.")
 
 
-@flow(name="provision", description="Provision or reconcile the whole stack: network, database, registry.")
+@flow(name="provision", description="Provision or reconcile the whole stack: network, database, registry, images.")
 def provision_flow(params: ProvisionRun = ProvisionRun()) -> dict[str, Any]:  # noqa: B008 - pydantic default
     spec, ctx = open_stack(params)
     keys = {purpose: kms.ensure_key.submit(ctx, purpose) for purpose in ("logs", "rds", "ecr")}
@@ -34,12 +36,19 @@ def provision_flow(params: ProvisionRun = ProvisionRun()) -> dict[str, Any]:  # 
     net = submit_network(spec, ctx, keys["logs"])
     db = submit_database(spec, ctx, private_subnets=net.tier("private"),
                          rds_security_group=net.security_groups["sg-rds"], rds_key=keys["rds"])
-    settle([*keys.values(), *registry.all(), *net.all(), *db.all()])
+    image_futures = {} if params.skip_images else submit_images(spec, ctx, registry.repositories,
+                                                                stack_dir(params))
+    image_results = collect(spec, image_futures) if image_futures else []
+    if params.skip_images:
+        get_run_logger().info("images phase skipped (--skip-images): services without an image will start at "
+                              "desired count 0")
+    settle([*keys.values(), *registry.all(), *net.all(), *db.all(), *image_futures.values()])
 
     outputs: dict[str, Any] = {"stack": f"{spec.name}-{spec.env}", "region": ctx.region}
     outputs.update(network_outputs(net))
     outputs.update(database_outputs(db))
     outputs["repositories"] = {s: f.result().attrs["uri"] for s, f in registry.repositories.items()}
+    outputs["images"] = image_outputs(image_results) if image_results else "skipped (--skip-images)"
     publish_outputs(outputs)
     return outputs
 

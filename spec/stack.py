@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -154,6 +154,67 @@ class Registry(Model):
     scan_on_push: bool = True
 
 
+Severity = Literal["CRITICAL", "HIGH", "MEDIUM", "LOW", "INFORMATIONAL"]
+
+
+class Images(Model):
+    """How the images phase builds, checks and publishes each service's image."""
+
+    registry: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9.-]*(:\d{1,5})?$",
+        description="Push to this registry (host or host:port) instead of the stack's ECR repositories, e.g. a "
+        "local registry for a demo. The ECSFLOW_REGISTRY environment variable overrides it. Such a registry has "
+        "no scanner: scan settings apply to ECR only.",
+    )
+    registry_credentials_block: str | None = Field(
+        None,
+        description="Name of a Prefect Secret block whose value is {\"username\": ..., \"password\": ...} for the "
+        "override registry. Unset: ECSFLOW_REGISTRY_USERNAME / ECSFLOW_REGISTRY_PASSWORD, else anonymous.",
+    )
+    scan_severity_threshold: Severity = Field(
+        "HIGH", description="ECR scan findings at or above this severity trigger `on_findings`.")
+    on_findings: Literal["fail", "warn"] = Field(
+        "fail", description="fail: the run fails (the image stays pushed but is not recorded as the service's "
+        "image); warn: log the findings and go on.")
+    scan_timeout_seconds: int = Field(600, ge=10, le=3600, description="How long to wait for ECR's scan.")
+    smoke_test_timeout_seconds: int = Field(
+        60, ge=2, le=1800, description="How long a freshly built container may take to answer its health check.")
+
+SECRET_ARN = re.compile(r"^arn:aws[a-z-]*:(secretsmanager|ssm):[a-z0-9-]+:\d{12}:(secret|parameter)[:/].+$")
+DATABASE_SECRET_KEYS = ("username", "password")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def database_secret_key(reference: str) -> str | None:
+    """`database` -> "" (the whole JSON secret), `database:password` -> "password", else None."""
+    if reference == "database":
+        return ""
+    name, _, key = reference.partition(":")
+    return key if name == "database" and key in DATABASE_SECRET_KEYS else None
+
+
+class Autoscaling(Model):
+    """Target tracking on CPU and on ALB requests per target, between min_count and max_count."""
+
+    enabled: bool = True
+    min_count: int | None = Field(None, ge=0, le=1000, description="Default: the service's desired_count.")
+    max_count: int | None = Field(None, ge=1, le=1000,
+                                  description="Default: four times min_count (at least 2).")
+    cpu_target_percent: float | None = Field(60.0, gt=0, le=100, description="Average CPU to hold; null: off.")
+    requests_per_target: int | None = Field(1000, ge=1, le=1_000_000,
+                                            description="ALB requests per task per minute to hold; null: off.")
+    scale_in_cooldown_seconds: int = Field(300, ge=0, le=3600)
+    scale_out_cooldown_seconds: int = Field(60, ge=0, le=3600)
+
+    @model_validator(mode="after")
+    def _targets(self) -> Autoscaling:
+        if self.enabled and self.cpu_target_percent is None and self.requests_per_target is None:
+            raise ValueError("autoscaling needs cpu_target_percent or requests_per_target (or enabled: false)")
+        if self.min_count is not None and self.max_count is not None and self.max_count < self.min_count:
+            raise ValueError(f"max_count ({self.max_count}) must be at least min_count ({self.min_count})")
+        return self
+
+
 class Build(Model):
     context: str = Field(".", description="Docker build context, relative to the stack file.")
     dockerfile: str = Field("Dockerfile", description="Dockerfile path inside the context.")
@@ -162,12 +223,91 @@ class Build(Model):
 
 class Service(Model):
     port: int = Field(..., ge=1, le=65535, description="Container port the app listens on.")
-    health_check_path: str = Field("/health", pattern=r"^/")
+    health_check_path: str = Field(..., pattern=r"^/", description="Path the load balancer and the "
+                                   "container health check probe, e.g. /health.")
     cpu: int = Field(512, description="Fargate CPU units (256, 512, 1024, ...).")
     memory: int = Field(1024, description="MiB; must be a Fargate pair with cpu.")
     desired_count: int = Field(2, ge=0, le=1000)
     path_patterns: list[str] = Field(default_factory=lambda: ["/*"])
     build: Build = Build()
+    image_tag: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$",
+        description="Run this tag of the service's repository instead of the one the images phase recorded. "
+        "Unset and nothing recorded: the service is created at desired count 0.")
+    environment: dict[str, str] = Field(
+        default_factory=dict, description="Plain environment variables (never secrets: use `secrets`). PORT is set "
+        "to `port`; services taking a database secret also get DB_HOST, DB_PORT and DB_DATABASE.")
+    secrets: dict[str, str] = Field(
+        default_factory=dict,
+        description="Environment variable -> a Secrets Manager secret or SSM parameter ARN (a secret ARN may end "
+        "in :json-key::), or `database:password` / `database:username` / `database` for the RDS-managed master "
+        "secret. Injected by ECS from the ARN; never plain environment.")
+    health_check_interval_seconds: int = Field(15, ge=5, le=300, description="Load balancer health check interval.")
+    health_check_timeout_seconds: int = Field(5, ge=2, le=120)
+    healthy_threshold: int = Field(2, ge=2, le=10)
+    unhealthy_threshold: int = Field(3, ge=2, le=10)
+    health_check_grace_seconds: int = Field(
+        60, ge=0, le=7200, description="How long ECS ignores failing load balancer health checks of a new task.")
+    container_health_check: str | None = Field(
+        None, min_length=1, description="Shell command of the container health check. Default: wget of "
+        "http://127.0.0.1:{port}{health_check_path} (busybox and most base images have wget).")
+    read_only_root_filesystem: bool = Field(True, description="Mount the container's root file system read-only.")
+    writable_paths: list[str] = Field(
+        default_factory=lambda: ["/tmp"],
+        description="Writable scratch directories on a read-only root (Fargate ephemeral volumes; Fargate has "
+        "no tmpfs).")
+    enable_exec: bool = Field(False, description="Allow `aws ecs execute-command` into the tasks (logged).")
+    cpu_architecture: Literal["X86_64", "ARM64"] = "X86_64"
+    autoscaling: Autoscaling = Autoscaling()
+    task_role_statements: list[dict[str, Any]] = Field(
+        default_factory=list, description="IAM policy statements the app itself needs (its task role is empty "
+        "otherwise).")
+
+    @field_validator("path_patterns")
+    @classmethod
+    def _path_patterns(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("path_patterns needs at least one pattern, e.g. /api/* or /* (the default route)")
+        if len(value) > 5:
+            raise ValueError(f"at most 5 path patterns per service (an ALB rule's limit), got {len(value)}")
+        for pattern in value:
+            if not re.fullmatch(r"/[A-Za-z0-9_\-.$/~\"'@:+*?&]{0,127}", pattern):
+                raise ValueError(f"path pattern {pattern!r} must start with / and use at most 128 URL characters")
+        if "/*" in value and len(value) > 1:
+            raise ValueError("/* (the default route) must be the service's only path pattern")
+        if len(set(value)) != len(value):
+            raise ValueError(f"path_patterns repeats a pattern: {value}")
+        return value
+
+    @field_validator("environment")
+    @classmethod
+    def _environment(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if not ENV_NAME.fullmatch(name):
+                raise ValueError(f"environment variable name {name!r} must match [A-Za-z_][A-Za-z0-9_]*")
+        return value
+
+    @field_validator("secrets")
+    @classmethod
+    def _secrets(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, ref in value.items():
+            if not ENV_NAME.fullmatch(name):
+                raise ValueError(f"secret variable name {name!r} must match [A-Za-z_][A-Za-z0-9_]*")
+            if database_secret_key(ref) is None and not SECRET_ARN.fullmatch(ref):
+                raise ValueError(
+                    f"{name}: unknown secret reference {ref!r}; use a Secrets Manager or SSM parameter ARN, or "
+                    f"database / database:username / database:password")
+        return value
+
+    @field_validator("writable_paths")
+    @classmethod
+    def _writable_paths(cls, value: list[str]) -> list[str]:
+        for path in value:
+            if not re.fullmatch(r"/[A-Za-z0-9_./-]*", path) or path == "/":
+                raise ValueError(f"writable path {path!r} must be an absolute directory other than /")
+        if len(set(value)) != len(value):
+            raise ValueError(f"writable_paths repeats a path: {value}")
+        return value
 
     @model_validator(mode="after")
     def _fargate_size(self) -> Service:
@@ -179,6 +319,83 @@ class Service(Model):
                 f"memory {self.memory} is not allowed with cpu {self.cpu} on Fargate; "
                 f"use one of {allowed[0]}..{allowed[-1]} (steps as in {allowed[:3]})"
             )
+        if self.health_check_timeout_seconds >= self.health_check_interval_seconds:
+            raise ValueError(f"health_check_timeout_seconds ({self.health_check_timeout_seconds}) must be less "
+                             f"than health_check_interval_seconds ({self.health_check_interval_seconds})")
+        overlap = sorted(set(self.environment) & set(self.secrets))
+        if overlap:
+            raise ValueError(f"{', '.join(overlap)} set in both environment and secrets; keep it in secrets")
+        return self
+
+    @property
+    def is_default_route(self) -> bool:
+        return self.path_patterns == ["/*"]
+
+    @property
+    def uses_database_secret(self) -> bool:
+        return any(database_secret_key(ref) is not None for ref in self.secrets.values())
+
+    @property
+    def scaling_bounds(self) -> tuple[int, int]:
+        """(min, max) tasks for autoscaling."""
+        low = self.desired_count if self.autoscaling.min_count is None else self.autoscaling.min_count
+        high = self.autoscaling.max_count if self.autoscaling.max_count is not None else max(4 * low, 2)
+        return low, max(high, low)
+
+
+class CapacityShare(Model):
+    provider: Literal["FARGATE", "FARGATE_SPOT"]
+    weight: int = Field(1, ge=0, le=1000, description="Relative share of tasks beyond the base.")
+    base: int = Field(0, ge=0, le=100000, description="Tasks always placed on this provider first.")
+
+
+class Cluster(Model):
+    capacity_strategy: list[CapacityShare] | None = Field(
+        None, description="The cluster's default capacity provider strategy. Default: on-demand FARGATE only in "
+        "prod (base 1); elsewhere FARGATE base 1 plus FARGATE_SPOT weight 3.")
+    container_insights: Literal["enabled", "enhanced", "disabled"] = "enabled"
+    log_retention_days: int | None = Field(
+        None, ge=1, le=3653, description="Retention of the services' and ECS Exec's log groups, in days. Default: "
+        "365 in prod (AWS FSBP asks for at least a year), 90 elsewhere.")
+
+    @field_validator("capacity_strategy")
+    @classmethod
+    def _strategy(cls, value: list[CapacityShare] | None) -> list[CapacityShare] | None:
+        if value is None:
+            return None
+        providers = [s.provider for s in value]
+        if not value or len(set(providers)) != len(providers):
+            raise ValueError(f"capacity_strategy must name FARGATE and/or FARGATE_SPOT once each, got {providers}")
+        if sum(1 for s in value if s.base) > 1:
+            raise ValueError("only one capacity provider of the strategy may have a base")
+        if not any(s.weight for s in value):
+            raise ValueError("at least one capacity provider of the strategy needs a weight above 0")
+        return value
+
+
+TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
+
+
+class LoadBalancer(Model):
+    domain: str | None = Field(
+        None, pattern=r"^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$",
+        description="Request an ACM certificate for this name (DNS validation: add the CNAME ACM shows).")
+    certificate_arn: str | None = Field(
+        None, pattern=r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[A-Za-z0-9-]+$",
+        description="Use this existing ACM certificate (same region) instead of requesting one.")
+    ssl_policy: str = Field(TLS_POLICY, pattern=r"^ELBSecurityPolicy-TLS13-",
+                            description="The HTTPS listener's security policy (TLS 1.3 policies only).")
+    idle_timeout_seconds: int = Field(60, ge=1, le=4000)
+    desync_mitigation_mode: Literal["defensive", "strictest"] = Field(
+        "defensive", description="HTTP desync protection (AWS FSBP ELB.12 accepts either).")
+    deletion_protection: bool | None = Field(None, description="Default: on in prod.")
+    access_logs: bool = True
+    access_log_expiry_days: int = Field(365, ge=1, le=3650, description="Access logs are deleted after this.")
+
+    @model_validator(mode="after")
+    def _certificate(self) -> LoadBalancer:
+        if self.domain and self.certificate_arn:
+            raise ValueError("name either domain (a certificate is requested) or certificate_arn, not both")
         return self
 
 
@@ -196,7 +413,10 @@ class Stack(Model):
     network: Network
     database: Database = Database()
     registry: Registry = Registry()
+    images: Images = Images()
     services: dict[str, Service] = Field(..., min_length=1)
+    cluster: Cluster = Cluster()
+    load_balancer: LoadBalancer = LoadBalancer()
 
     @field_validator("tags")
     @classmethod
@@ -216,7 +436,23 @@ class Stack(Model):
                 raise ValueError(
                     f"service name {name!r} must be 2-20 characters of a-z, 0-9 and '-', starting with a letter"
                 )
+        claimed: dict[str, str] = {}
+        for name, service in value.items():
+            for pattern in service.path_patterns:
+                if pattern in claimed:
+                    raise ValueError(
+                        f"path pattern collision: {pattern!r} is in services.{claimed[pattern]}.path_patterns and "
+                        f"services.{name}.path_patterns; each pattern routes to one service")
+                claimed[pattern] = name
         return value
+
+    @model_validator(mode="after")
+    def _prod_log_retention(self) -> Stack:
+        days = self.cluster.log_retention_days
+        if self.is_prod and days is not None and days < 365:
+            raise ValueError(f"cluster.log_retention_days: {days} is below the 365 days production logs keep "
+                             f"(AWS Foundational Security Best Practices, CloudWatch.16)")
+        return self
 
     @model_validator(mode="after")
     def _region_azs(self) -> Stack:
@@ -238,3 +474,30 @@ class Stack(Model):
     def deletion_protection(self) -> bool:
         d = self.database.deletion_protection
         return self.is_prod if d is None else d
+
+    @property
+    def log_retention_days(self) -> int:
+        days = self.cluster.log_retention_days
+        return (365 if self.is_prod else 90) if days is None else days
+
+    @property
+    def alb_deletion_protection(self) -> bool:
+        d = self.load_balancer.deletion_protection
+        return self.is_prod if d is None else d
+
+    @property
+    def capacity_strategy(self) -> list[CapacityShare]:
+        if self.cluster.capacity_strategy is not None:
+            return self.cluster.capacity_strategy
+        if self.is_prod:
+            return [CapacityShare(provider="FARGATE", base=1, weight=1)]
+        return [CapacityShare(provider="FARGATE", base=1, weight=1),
+                CapacityShare(provider="FARGATE_SPOT", weight=3)]
+
+    def provision_problems(self) -> list[str]:
+        """What `up` and `plan` need beyond a valid file (other phases, e.g. images, do not)."""
+        lb = self.load_balancer
+        if not (lb.domain or lb.certificate_arn):
+            return ["load_balancer: HTTPS needs a certificate: set load_balancer.domain (ecsflow requests an ACM "
+                    "certificate, validated by DNS) or load_balancer.certificate_arn (an existing one)"]
+        return []
