@@ -88,6 +88,7 @@ def _drain_prefect_workers() -> None:
 # ------------------------------------------------------------------ hooks
 
 _early_prefect: list[PrefectServer] = []
+_server_timings: list[str] = []
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -111,6 +112,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         server = _early_prefect.pop()
         server.stop()
         shutil.rmtree(server.workdir, ignore_errors=True)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for line in _server_timings:
+        terminalreporter.write_line(line)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -181,6 +187,8 @@ def prefect_server() -> Iterator[PrefectServer]:
     except BaseException:
         server.stop()
         raise
+    _server_timings.append(f"prefect server: ready {server.startup_seconds:.1f} s after its boot began "
+                           f"({server.api_url}, log {server.log_path})")
     os.environ["PREFECT_API_URL"] = server.api_url
     _refresh_prefect_settings()
     yield server
