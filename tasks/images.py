@@ -481,9 +481,11 @@ def parse_dockerfile(text: str, build_args: dict[str, str]) -> DockerfileFacts:
             elif image.lower() != "scratch" and image.lower() not in stages:
                 facts.bases.append(image)
         elif instruction in ("COPY", "ADD"):
-            args = _split_args(rest)
-            flags = [a for a in args if a.startswith("--")]
-            paths = [a for a in args if not a.startswith("--")]
+            flags = []
+            while rest.lstrip().startswith("--"):
+                flag, _, rest = rest.lstrip().partition(" ")
+                flags.append(flag)
+            paths = _split_args(rest)
             source_stage = next((f.split("=", 1)[1] for f in flags if f.startswith("--from=")), None)
             if source_stage is not None:
                 if source_stage.lower() not in stages and not source_stage.isdigit():
