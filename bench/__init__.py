@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): run with `uv run python -m bench.<name>`."""
