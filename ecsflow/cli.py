@@ -76,6 +76,15 @@ def load(path: str) -> Any:
         raise BadInput(str(exc)) from None
 
 
+def load_provisionable(path: str) -> Any:
+    """`load`, plus what `plan` and `up` need beyond a valid file (e.g. a certificate source)."""
+    stack = load(path)
+    problems = stack.provision_problems()
+    if problems:
+        raise BadInput(f"{path}: cannot provision this stack\n" + "\n".join(f"  {p}" for p in problems))
+    return stack
+
+
 def run_flow(flow_fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Run a flow in this process and return its result; a failed run raises RunFailed."""
     state = flow_fn(*args, return_state=True, **kwargs)
@@ -103,7 +112,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    load(args.stack)
+    load_provisionable(args.stack)
     from flows.common import StackRun
     from flows.plan_stack import plan_flow
 
@@ -132,7 +141,7 @@ def render_plan(rows: list[dict[str, Any]]) -> str:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    load(args.stack)
+    load_provisionable(args.stack)
     from flows.provision import ProvisionRun, provision_flow
 
     outputs = run_flow(provision_flow, ProvisionRun(stack_file=args.stack, skip_images=args.skip_images))

@@ -382,7 +382,8 @@ class LoadBalancer(Model):
         description="Request an ACM certificate for this name (DNS validation: add the CNAME ACM shows).")
     certificate_arn: str | None = Field(
         None, pattern=r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[A-Za-z0-9-]+$",
-        description="Use this existing ACM certificate (same region) instead of requesting one.")
+        description="Use this existing ACM certificate (same region) instead of requesting one. Neither this "
+        "nor domain: outside prod, a self-signed certificate is imported (browsers warn); prod refuses.")
     ssl_policy: str = Field(TLS_POLICY, pattern=r"^ELBSecurityPolicy-TLS13-",
                             description="The HTTPS listener's security policy (TLS 1.3 policies only).")
     idle_timeout_seconds: int = Field(60, ge=1, le=4000)
@@ -497,7 +498,8 @@ class Stack(Model):
     def provision_problems(self) -> list[str]:
         """What `up` and `plan` need beyond a valid file (other phases, e.g. images, do not)."""
         lb = self.load_balancer
-        if not (lb.domain or lb.certificate_arn):
-            return ["load_balancer: HTTPS needs a certificate: set load_balancer.domain (ecsflow requests an ACM "
-                    "certificate, validated by DNS) or load_balancer.certificate_arn (an existing one)"]
+        if self.is_prod and not (lb.domain or lb.certificate_arn):
+            return ["load_balancer: production HTTPS needs a real certificate: set load_balancer.domain (ecsflow "
+                    "requests an ACM certificate, validated by DNS) or load_balancer.certificate_arn (an existing "
+                    "one); only non-prod stacks fall back to a self-signed certificate"]
         return []
