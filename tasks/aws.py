@@ -74,6 +74,8 @@ TRANSIENT_CODES = {
     # Eventual consistency: a just-created role or a just-deleted dependant.
     "DependencyViolation", "InvalidParameterValue.IamRoleNotReady", "InvalidDBInstanceState",
     "InvalidDBSubnetGroupStateFault", "InvalidDBParameterGroupState", "IncorrectState",
+    # Teardown: a listener, service or task still lets go of what is deleted next.
+    "ResourceInUse", "ResourceInUseException", "ClusterContainsServicesException", "ClusterContainsTasksException",
 }
 PERMISSION_CODES = {
     "AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "AuthFailure",
@@ -94,6 +96,8 @@ def is_not_found(exc: BaseException) -> bool:
         "NoSuchEntity", "ResourceNotFoundException", "RepositoryNotFoundException",
         "DBInstanceNotFound", "DBSubnetGroupNotFoundFault", "DBParameterGroupNotFound",
         "InvalidAllocationID.NotFound", "NotFoundException",
+        "NoSuchBucket", "NoSuchBucketPolicy", "NoSuchTagSet", "NoSuchLifecycleConfiguration",
+        "NoSuchPublicAccessBlockConfiguration",
     }
 
 
@@ -304,6 +308,22 @@ class AwsContext:
 
     def sts(self) -> STSClient:
         return self.client("sts")
+
+    # No boto3 stubs for these in the dev group: typed as Any.
+    def ecs(self) -> Any:
+        return self.client("ecs")
+
+    def elbv2(self) -> Any:
+        return self.client("elbv2")
+
+    def acm(self) -> Any:
+        return self.client("acm")
+
+    def s3(self) -> Any:
+        return self.client("s3")
+
+    def autoscaling(self) -> Any:
+        return self.client("application-autoscaling")
 
     def account_id(self) -> str:
         cache = _ACCOUNTS

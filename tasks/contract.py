@@ -127,3 +127,23 @@ class Observed:
     name: str
     tags: dict[str, str] = field(default_factory=dict)
     attrs: dict[str, Any] = field(default_factory=dict)
+
+
+def project(current: Any, wanted: Any) -> Any:
+    """`current` cut to the shape of `wanted`: keys `wanted` does not name are dropped, recursively
+    (AWS answers with defaults and extras we never set). A wanted key AWS left out becomes None.
+    A list is projected element by element onto the keys of all wanted elements together."""
+    if isinstance(wanted, Mapping):
+        if not isinstance(current, Mapping):
+            return current
+        return {key: project(current[key], value) if key in current else None for key, value in wanted.items()}
+    if isinstance(wanted, (list, tuple)) and isinstance(current, (list, tuple)):
+        shapes = [w for w in wanted if isinstance(w, Mapping)]
+        if not shapes:
+            return list(current)
+        template: dict[str, Any] = {}
+        for shape in shapes:
+            for key, value in shape.items():
+                template.setdefault(key, value)
+        return [project(item, template) for item in current]
+    return current
