@@ -320,21 +320,25 @@ def warm_up() -> None:
 # Read-only calls that make moto build each service's backend. moto builds them lazily, on a
 # service's first request after start or reset, and the first EC2 request then takes ~3 s on
 # 2 cores: an emulator artefact that AWS does not have, so no measured run may pay it.
-MOTO_WARM_UP: dict[str, str] = {
-    "ec2": "describe_vpcs", "kms": "list_keys", "ecr": "describe_repositories", "rds": "describe_db_instances",
-    "iam": "list_roles", "logs": "describe_log_groups", "sts": "get_caller_identity",
-    "resourcegroupstaggingapi": "get_resources",
+MOTO_WARM_UP: dict[str, tuple[str, dict[str, Any]]] = {
+    "ec2": ("describe_vpcs", {}), "kms": ("list_keys", {}), "ecr": ("describe_repositories", {}),
+    "rds": ("describe_db_instances", {}), "iam": ("list_roles", {}), "logs": ("describe_log_groups", {}),
+    "sts": ("get_caller_identity", {}), "resourcegroupstaggingapi": ("get_resources", {}),
+    "ecs": ("list_clusters", {}), "elbv2": ("describe_load_balancers", {}), "acm": ("list_certificates", {}),
+    "s3": ("list_buckets", {}), "application-autoscaling": ("describe_scalable_targets", {"ServiceNamespace": "ecs"}),
+    "secretsmanager": ("list_secrets", {}), "ssm": ("describe_parameters", {}), "cloudwatch": ("describe_alarms", {}),
+    "sns": ("list_topics", {}),
 }
 
 
 def warm_moto(moto_url: str) -> None:
-    """Touch every service the flow uses, straight at moto (not through the proxy, not counted)."""
+    """Touch every service the flow may use, straight at moto (not through the proxy, not counted)."""
     import boto3
 
     session = boto3.session.Session(region_name="ap-northeast-1")
-    for service, operation in MOTO_WARM_UP.items():
+    for service, (operation, kwargs) in MOTO_WARM_UP.items():
         client: Any = session.client(service, endpoint_url=moto_url)  # type: ignore[call-overload]
-        getattr(client, operation)()
+        getattr(client, operation)(**kwargs)
 
 
 def forget_clients() -> None:
