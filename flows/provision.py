@@ -6,6 +6,10 @@
     vpc ─> security groups ─> rules
     ecr key ─> repositories ─> images (per service: check, build, smoke test, push, scan, record)
                                                           (beside everything)
+    logs key ─> cluster                                   (needs nothing else)
+    public subnets, sg-alb ─> alb, target groups, listeners, rules   (beside the database)
+    roles, log groups, repositories, images, DB secret ─> task definitions
+    cluster, task definitions, target groups + rules, private subnets, sg-ecs ─> services ─> autoscaling
 """
 
 from __future__ import annotations
@@ -17,8 +21,10 @@ from prefect.artifacts import create_markdown_artifact
 from pydantic import Field
 
 from flows.common import StackRun, open_stack, settle
+from flows.phase_cluster import cluster_outputs, submit_cluster, submit_services
 from flows.phase_database import database_outputs, submit_database
 from flows.phase_images import collect, image_outputs, stack_dir, submit_images
+from flows.phase_load_balancer import load_balancer_outputs, submit_load_balancer
 from flows.phase_network import network_outputs, submit_network
 from flows.phase_registry import submit_registry
 from tasks import kms
@@ -28,7 +34,8 @@ class ProvisionRun(StackRun):
     skip_images: bool = Field(False, description="Provision everything but the images phase.")
 
 
-@flow(name="provision", description="Provision or reconcile the whole stack: network, database, registry, images.")
+@flow(name="provision", description="Provision or reconcile the whole stack: network, database, registry, images, "
+      "load balancer, cluster and services.")
 def provision_flow(params: ProvisionRun = ProvisionRun()) -> dict[str, Any]:  # noqa: B008 - pydantic default
     spec, ctx = open_stack(params)
     keys = {purpose: kms.ensure_key.submit(ctx, purpose) for purpose in ("logs", "rds", "ecr")}
@@ -38,17 +45,26 @@ def provision_flow(params: ProvisionRun = ProvisionRun()) -> dict[str, Any]:  # 
                          rds_security_group=net.security_groups["sg-rds"], rds_key=keys["rds"])
     image_futures = {} if params.skip_images else submit_images(spec, ctx, registry.repositories,
                                                                 stack_dir(params))
+    balancer = submit_load_balancer(spec, ctx, vpc=net.vpc, public_subnets=net.tier("public"),
+                                    alb_security_group=net.security_groups["sg-alb"])
+    cluster = submit_services(spec, ctx, submit_cluster(spec, ctx, keys["logs"]), logs_key=keys["logs"],
+                              repositories=registry.repositories, database=db.instance,
+                              private_subnets=net.tier("private"), ecs_security_group=net.security_groups["sg-ecs"],
+                              load_balancer=balancer, images=image_futures)
     image_results = collect(spec, image_futures) if image_futures else []
     if params.skip_images:
         get_run_logger().info("images phase skipped (--skip-images): services without an image will start at "
                               "desired count 0")
-    settle([*keys.values(), *registry.all(), *net.all(), *db.all(), *image_futures.values()])
+    settle([*keys.values(), *registry.all(), *net.all(), *db.all(), *image_futures.values(), *balancer.all(),
+            *cluster.all()])
 
     outputs: dict[str, Any] = {"stack": f"{spec.name}-{spec.env}", "region": ctx.region}
     outputs.update(network_outputs(net))
     outputs.update(database_outputs(db))
     outputs["repositories"] = {s: f.result().attrs["uri"] for s, f in registry.repositories.items()}
     outputs["images"] = image_outputs(image_results) if image_results else "skipped (--skip-images)"
+    outputs.update(load_balancer_outputs(balancer))
+    outputs.update(cluster_outputs(cluster))
     publish_outputs(outputs)
     return outputs
 

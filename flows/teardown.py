@@ -11,6 +11,8 @@ from prefect.futures import PrefectFuture
 from pydantic import Field
 
 from flows.common import StackRun, open_stack, settle
+from flows.phase_cluster import submit_cluster_teardown
+from flows.phase_load_balancer import submit_load_balancer_teardown
 from tasks import database, iam, kms, logs, network, registry
 from tasks.aws import EcsflowError
 from tasks.inventory import take_inventory
@@ -39,6 +41,11 @@ def teardown_flow(params: TeardownRun = TeardownRun()) -> dict[str, Any]:  # noq
     kept: list[str] = []
     retained_keys = 0
 
+    # The services go first (scaled to 0, drained), then the load balancer; their network interfaces
+    # hold the security groups and subnets, which wait for them.
+    ecs_services, app = submit_cluster_teardown(found, ctx)
+    app += submit_load_balancer_teardown(found, ctx, after=ecs_services)
+
     # Slow deletions start together: the database, the NAT gateways, the repositories.
     instances = [database.delete_db_instance.submit(o, ctx, final_snapshot=final_snapshot, confirmed=True)
                  for o in found[("database", "db instance")]]
@@ -51,14 +58,14 @@ def teardown_flow(params: TeardownRun = TeardownRun()) -> dict[str, Any]:  # noq
     previous: list[PrefectFuture[Any]] = []
     for stage in NETWORK_STAGES:
         # Security groups and subnets hold the database's network interfaces until it is gone.
-        after = previous + (instances + groups if "security group" in stage else [])
+        after = previous + (instances + groups + app if "security group" in stage else [])
         if "security group" in stage:
             after = [network.revoke_all_rules.submit(o, ctx, wait_for=after)
                      for o in found[("network", "security group")]] or after
         current = [network.delete_network_resource.submit(kind, o, ctx, wait_for=after)
                    for kind in stage for o in found[("network", kind)]]
         previous = current or previous
-    settle([*instances, *repos, *groups, *previous])
+    settle([*app, *instances, *repos, *groups, *previous])
 
     snapshots = [s for s in (f.result() for f in instances) if s]
     rest = [logs.delete_log_group.submit(o, ctx) for o in found[("logs", "log group")]]

@@ -7,14 +7,27 @@ from __future__ import annotations
 
 from typing import Any
 
-from tasks import database, iam, kms, logs, network, registry
+from tasks import cluster, database, iam, kms, load_balancer, logs, network, registry, services
 from tasks.aws import TAG_COMPONENT, AwsContext
 from tasks.contract import Observed, aws_task
 
 
 def inventory(ctx: AwsContext) -> dict[tuple[str, str], list[Observed]]:
     """(family, kind) -> resources, in teardown order."""
+    clusters = cluster.inventory_clusters(ctx)
+    albs = load_balancer.inventory_load_balancers(ctx)
+    listeners = load_balancer.inventory_listeners(ctx, albs)
     found: dict[tuple[str, str], list[Observed]] = {
+        ("cluster", "scalable target"): services.inventory_scaling(ctx, clusters),
+        ("cluster", "ecs service"): services.inventory_services(ctx),
+        ("cluster", "task definition"): services.inventory_task_definitions(ctx),
+        ("cluster", "ecs cluster"): clusters,
+        ("load_balancer", "listener rule"): load_balancer.inventory_rules(ctx, listeners),
+        ("load_balancer", "listener"): listeners,
+        ("load_balancer", "load balancer"): albs,
+        ("load_balancer", "target group"): load_balancer.inventory_target_groups(ctx),
+        ("load_balancer", "certificate"): load_balancer.inventory_certificates(ctx),
+        ("load_balancer", "log bucket"): load_balancer.inventory_log_buckets(ctx),
         ("database", "db instance"): database.inventory_db_instances(ctx),
         ("database", "db subnet group"): database.inventory_db_subnet_groups(ctx),
         ("database", "db parameter group"): database.inventory_db_parameter_groups(ctx),

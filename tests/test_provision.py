@@ -248,6 +248,8 @@ def test_a_changed_setting_is_planned_and_applied_alone(
         ("db instance", "library-prod-db"),
         ("ecr-repository", "library-prod-backend"), ("ecr-repository", "library-prod-frontend"),
         ("security group rules", "library-prod-sg-alb"), ("security group rules", "library-prod-sg-ecs"),
+        # The container port lives in the task definition and in the service's load balancer mapping.
+        ("task definition", "library-prod-backend"), ("ecs service", "library-prod-backend"),
     }, pending
     db_change = pending[("db instance", "library-prod-db")]
     assert db_change["action"] == "update" and len(db_change["changes"]) == 1
@@ -259,8 +261,10 @@ def test_a_changed_setting_is_planned_and_applied_alone(
     up(changed)
     mutating = {call.split(":")[1] for call in CALLS.mutating()}
     assert mutating == {"ModifyDBInstance", "PutLifecyclePolicy", "AuthorizeSecurityGroupIngress",
-                        "RevokeSecurityGroupIngress", "AuthorizeSecurityGroupEgress", "RevokeSecurityGroupEgress"}
+                        "RevokeSecurityGroupIngress", "AuthorizeSecurityGroupEgress", "RevokeSecurityGroupEgress",
+                        "RegisterTaskDefinition", "UpdateService"}
     assert CALLS.mutating()["rds:ModifyDBInstance"] == 1
+    assert CALLS.mutating()["ecs:RegisterTaskDefinition"] == 1 and CALLS.mutating()["ecs:UpdateService"] == 1
     db = aws_client("rds").describe_db_instances(DBInstanceIdentifier="library-prod-db")["DBInstances"][0]
     assert db["BackupRetentionPeriod"] == 14
 
@@ -283,13 +287,22 @@ def test_down_removes_everything_tagged_and_nothing_else(aws: Any, prefect_serve
     tagged = aws_client("resourcegroupstaggingapi").get_resources(
         TagFilters=[{"Key": "ecsflow:stack", "Values": ["library"]}])["ResourceTagMappingList"]
 
+    ecs = aws_client("ecs")
+
     def gone(arn: str) -> bool:
-        # KMS cannot delete a key at once (7 days at least); AWS shows deleted NAT gateways for an hour.
+        # KMS cannot delete a key at once (7 days at least); AWS shows deleted NAT gateways for an hour;
+        # moto's tagging API keeps listing deleted ECS clusters and services, which describe shows INACTIVE.
         if ":kms:" in arn:
             return bool(kms.describe_key(KeyId=arn)["KeyMetadata"]["KeyState"] == "PendingDeletion")
         if ":natgateway/" in arn:
             nat = ec2.describe_nat_gateways(NatGatewayIds=[arn.rsplit("/", 1)[1]])["NatGateways"][0]
             return bool(nat["State"] == "deleted")
+        if ":cluster/" in arn:
+            return all(c["status"] == "INACTIVE" for c in ecs.describe_clusters(clusters=[arn])["clusters"])
+        if ":service/" in arn:
+            cluster = arn.split(":service/")[1].split("/")[0]
+            return all(s["status"] == "INACTIVE" for s in ecs.describe_services(cluster=cluster,
+                                                                                services=[arn])["services"])
         return False
 
     leftovers = [r["ResourceARN"] for r in tagged if not gone(r["ResourceARN"])]

@@ -1,0 +1,121 @@
+"""Phase 3: the ECS cluster and the services on it.
+
+    logs key ─> exec log group ─> cluster                                  (needs nothing else)
+    per service:
+      repository (+ DB secret if it takes one) ─> execution role ─┐
+      task role, log group ──────────────────────────────────────┼─> task definition ─┐
+      image (when the images phase runs) ─────────────────────────┘                   │
+      cluster, target group + listener/rules, private subnets, sg-ecs ────────────────┴─> service ─> autoscaling
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from prefect import flow
+from prefect.futures import PrefectFuture
+
+from flows.common import StackRun, open_stack, settle
+from flows.phase_database import submit_database
+from flows.phase_load_balancer import LoadBalancerFutures, submit_load_balancer
+from flows.phase_network import submit_network
+from flows.phase_registry import submit_registry
+from spec import Stack
+from tasks import cluster, iam, kms, logs, services
+from tasks.aws import AwsContext
+from tasks.contract import Observed
+
+
+@dataclass
+class ClusterFutures:
+    exec_logs: PrefectFuture[Any]
+    cluster: PrefectFuture[Any]
+    task_definitions: dict[str, PrefectFuture[Any]] = field(default_factory=dict)
+    services: dict[str, PrefectFuture[Any]] = field(default_factory=dict)
+    scaling: dict[str, PrefectFuture[Any]] = field(default_factory=dict)
+    others: list[PrefectFuture[Any]] = field(default_factory=list)
+
+    def all(self) -> list[PrefectFuture[Any]]:
+        return [self.exec_logs, self.cluster, *self.task_definitions.values(), *self.services.values(),
+                *self.scaling.values(), *self.others]
+
+
+def submit_cluster(spec: Stack, ctx: AwsContext, logs_key: PrefectFuture[Any]) -> ClusterFutures:
+    """The cluster alone: it depends on nothing but its ECS Exec log group."""
+    exec_logs = logs.ensure_log_group.submit(ctx, cluster.exec_log_group(spec), logs_key)
+    return ClusterFutures(exec_logs=exec_logs, cluster=cluster.ensure_cluster.submit(spec, ctx, exec_logs))
+
+
+def submit_services(spec: Stack, ctx: AwsContext, futures: ClusterFutures, *, logs_key: PrefectFuture[Any],
+                    repositories: dict[str, PrefectFuture[Any]], database: PrefectFuture[Any],
+                    private_subnets: list[PrefectFuture[Any]], ecs_security_group: PrefectFuture[Any],
+                    load_balancer: LoadBalancerFutures,
+                    images: dict[str, PrefectFuture[Any]] | None = None) -> ClusterFutures:
+    """Per service: roles and log group, task definition, service, autoscaling. Only a service that
+    takes the database's secret waits for the database."""
+    for service, svc in spec.services.items():
+        db = database if svc.uses_database_secret else None
+        execution = services.ensure_execution_role.submit(spec, ctx, service, repositories[service], db)
+        task = iam.ensure_role.submit(ctx, services.task_role(spec, ctx, service))
+        group = logs.ensure_log_group.submit(ctx, services.log_group(spec, service), logs_key)
+        image = [images[service]] if images and service in images else []
+        td = services.ensure_task_definition.submit(
+            spec, ctx, service, execution_role=execution, task_role=task, log_group=group,
+            repository=repositories[service], database=db, wait_for=image)
+        ecs_service = services.ensure_service.submit(
+            spec, ctx, service, cluster=futures.cluster, task_definition=td,
+            target_group=load_balancer.target_groups[service], private_subnets=private_subnets,
+            security_group=ecs_security_group, wait_for=load_balancer.routing())
+        scaling = services.ensure_scaling.submit(
+            spec, ctx, service, ecs_service=ecs_service, load_balancer=load_balancer.alb,
+            target_group=load_balancer.target_groups[service])
+        futures.task_definitions[service] = td
+        futures.services[service] = ecs_service
+        futures.scaling[service] = scaling
+        futures.others += [execution, task, group]
+    return futures
+
+
+def cluster_outputs(futures: ClusterFutures) -> dict[str, Any]:
+    outputs: dict[str, Any] = {"cluster": futures.cluster.result().name}
+    outputs["services"] = {
+        service: {"task_definition": futures.task_definitions[service].result().id.rsplit("/", 1)[-1],
+                  "desired_count": f.result().attrs.get("desired_count"),
+                  "image": futures.task_definitions[service].result().attrs.get("image")}
+        for service, f in futures.services.items()}
+    return outputs
+
+
+def submit_cluster_teardown(found: dict[tuple[str, str], list[Observed]],
+                            ctx: AwsContext) -> tuple[list[PrefectFuture[Any]], list[PrefectFuture[Any]]]:
+    """Autoscaling, then the services (scaled to 0, deleted, drained), then the task definitions and
+    the cluster. Returns (services, everything): the load balancer waits for the services."""
+    family = "cluster"
+    scaling = [services.delete_scaling.submit(o, ctx) for o in found[(family, "scalable target")]]
+    gone = [services.delete_service.submit(o, ctx, wait_for=scaling) for o in found[(family, "ecs service")]]
+    definitions = [services.delete_task_definition.submit(o, ctx, wait_for=gone)
+                   for o in found[(family, "task definition")]]
+    clusters = [cluster.delete_cluster.submit(o, ctx, wait_for=gone) for o in found[(family, "ecs cluster")]]
+    return gone, [*scaling, *gone, *definitions, *clusters]
+
+
+@flow(name="cluster", description="ECS cluster (Fargate + Spot), and per service its roles, log group, task "
+      "definition, service and autoscaling.")
+def cluster_flow(params: StackRun = StackRun()) -> dict[str, Any]:  # noqa: B008 - pydantic default
+    spec, ctx = open_stack(params)
+    # The services need the network, repositories, database and load balancer; ensuring them is a no-op
+    # when they exist.
+    keys = {purpose: kms.ensure_key.submit(ctx, purpose) for purpose in ("logs", "rds", "ecr")}
+    net = submit_network(spec, ctx, keys["logs"])
+    registry = submit_registry(spec, ctx, keys["ecr"])
+    db = submit_database(spec, ctx, private_subnets=net.tier("private"),
+                         rds_security_group=net.security_groups["sg-rds"], rds_key=keys["rds"])
+    balancer = submit_load_balancer(spec, ctx, vpc=net.vpc, public_subnets=net.tier("public"),
+                                    alb_security_group=net.security_groups["sg-alb"])
+    futures = submit_services(spec, ctx, submit_cluster(spec, ctx, keys["logs"]), logs_key=keys["logs"],
+                              repositories=registry.repositories, database=db.instance,
+                              private_subnets=net.tier("private"), ecs_security_group=net.security_groups["sg-ecs"],
+                              load_balancer=balancer)
+    settle([*keys.values(), *net.all(), *registry.all(), *db.all(), *balancer.all(), *futures.all()])
+    return cluster_outputs(futures)

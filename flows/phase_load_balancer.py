@@ -1,0 +1,88 @@
+"""Phase 4: the load balancer. Needs only the public subnets and `sg-alb` (and the VPC for the
+target groups), so it runs beside the database and the cluster:
+
+    log bucket ──┐
+    certificate ─┼─> https listener ─> path rules
+    subnets, sg-alb ─> alb ─┬─> http listener (redirect only)
+    vpc ─> target groups ───┘
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from prefect import flow
+from prefect.futures import PrefectFuture
+
+from flows.common import StackRun, open_stack, settle
+from flows.phase_network import submit_network
+from spec import Stack
+from tasks import kms
+from tasks import load_balancer as lb
+from tasks.aws import AwsContext
+from tasks.contract import Observed
+
+
+@dataclass
+class LoadBalancerFutures:
+    bucket: PrefectFuture[Any]
+    certificate: PrefectFuture[Any]
+    alb: PrefectFuture[Any]
+    target_groups: dict[str, PrefectFuture[Any]]
+    listeners: dict[int, PrefectFuture[Any]]
+    rules: PrefectFuture[Any]
+
+    def routing(self) -> list[PrefectFuture[Any]]:
+        """What attaches the target groups to the load balancer (an ECS service needs that first)."""
+        return [*self.listeners.values(), self.rules]
+
+    def all(self) -> list[PrefectFuture[Any]]:
+        return [self.bucket, self.certificate, self.alb, *self.target_groups.values(), *self.routing()]
+
+
+def submit_load_balancer(spec: Stack, ctx: AwsContext, *, vpc: PrefectFuture[Any],
+                         public_subnets: list[PrefectFuture[Any]],
+                         alb_security_group: PrefectFuture[Any]) -> LoadBalancerFutures:
+    bucket = lb.ensure_log_bucket.submit(spec, ctx)
+    certificate = lb.ensure_certificate.submit(spec, ctx)
+    alb = lb.ensure_load_balancer.submit(spec, ctx, public_subnets, alb_security_group, bucket)
+    groups = {service: lb.ensure_target_group.submit(spec, ctx, service, vpc) for service in spec.services}
+    listeners = {port: lb.ensure_listener.submit(spec, ctx, port, alb, certificate if port == 443 else None, groups)
+                 for port in lb.LISTENERS}
+    rules = lb.ensure_rules.submit(spec, ctx, listeners[443], groups)
+    return LoadBalancerFutures(bucket=bucket, certificate=certificate, alb=alb, target_groups=groups,
+                               listeners=listeners, rules=rules)
+
+
+def load_balancer_outputs(futures: LoadBalancerFutures) -> dict[str, Any]:
+    alb = futures.alb.result()
+    return {"load_balancer_dns": alb.attrs.get("dns_name"), "certificate_arn": futures.certificate.result().id}
+
+
+def submit_load_balancer_teardown(found: dict[tuple[str, str], list[Observed]], ctx: AwsContext, *,
+                                  after: list[PrefectFuture[Any]]) -> list[PrefectFuture[Any]]:
+    """Rules, then listeners, then the ALB and the target groups, then the certificate and the log
+    bucket. `after` (the ECS services) goes first: their tasks drain from the target groups."""
+    family = "load_balancer"
+    rules = [lb.delete_rule.submit(o, ctx, wait_for=after) for o in found[(family, "listener rule")]]
+    listeners = [lb.delete_listener.submit(o, ctx, wait_for=after + rules) for o in found[(family, "listener")]]
+    albs = [lb.delete_load_balancer.submit(o, ctx, wait_for=listeners) for o in found[(family, "load balancer")]]
+    groups = [lb.delete_target_group.submit(o, ctx, wait_for=after + rules + listeners)
+              for o in found[(family, "target group")]]
+    certificates = [lb.delete_certificate.submit(o, ctx, wait_for=listeners + albs)
+                    for o in found[(family, "certificate")]]
+    buckets = [lb.delete_log_bucket.submit(o, ctx, wait_for=albs) for o in found[(family, "log bucket")]]
+    return [*rules, *listeners, *albs, *groups, *certificates, *buckets]
+
+
+@flow(name="load-balancer", description="ALB in the public subnets: access logs to S3, HTTP redirect, HTTPS with "
+      "an ACM certificate and TLS 1.3, target groups and path rules per service.")
+def load_balancer_flow(params: StackRun = StackRun()) -> dict[str, Any]:  # noqa: B008 - pydantic default
+    spec, ctx = open_stack(params)
+    # The load balancer needs the network's subnets and sg-alb; ensuring them is a no-op when they exist.
+    net = submit_network(spec, ctx, kms.ensure_key.submit(ctx, "logs"))
+    futures = submit_load_balancer(spec, ctx, vpc=net.vpc, public_subnets=net.tier("public"),
+                                   alb_security_group=net.security_groups["sg-alb"])
+    settle([*net.all(), *futures.all()])
+    return load_balancer_outputs(futures)
