@@ -46,6 +46,7 @@ import re
 import shlex
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -775,6 +776,15 @@ def _probe(url: str) -> tuple[bool, str]:
         return False, str(getattr(exc, "reason", exc))
 
 
+def _remove_container(client: docker.DockerClient, container: Any) -> None:
+    try:
+        container.remove(force=True)
+    except Exception as exc:
+        logging.getLogger("ecsflow.images").warning("could not remove smoke-test container %s: %s", container.name, exc)
+    finally:
+        client.close()
+
+
 @task(task_run_name="smoke test image {service}", cache_policy=NO_CACHE, persist_result=False)
 def smoke_test_image(spec: Stack, service: str, built: BuiltImage) -> float:
     """Run the image with host networking, PORT set to a free port, the service's memory as
@@ -811,12 +821,16 @@ def smoke_test_image(spec: Stack, service: str, built: BuiltImage) -> float:
             logs = container.logs(tail=LOG_TAIL).decode(errors="replace").rstrip() or "(no output)"
             raise SmokeTestFailed(f"the image of service {service} ({built.ref}) failed its smoke test and was not "
                                   f"pushed: {failure}\n--- container's last log lines ---\n{logs}")
-    finally:
+    except BaseException:
         with contextlib.suppress(Exception):
             container.remove(force=True)
         client.close()
+        raise
+    # Healthy: remove the container beside the push instead of before it (~0.2-0.3 s). A
+    # non-daemon thread, so the removal finishes even if the process is about to exit.
+    threading.Thread(target=_remove_container, args=(client, container), name=f"remove {container.name}").start()
     seconds = time.monotonic() - started
-    _logger().info("%s: %s answered 200 after %.2fs", service, url, seconds)
+    _logger().info("%s: %s answered %s after %.2fs", service, url, last, seconds)
     return round(seconds, 2)
 
 

@@ -226,7 +226,8 @@ def stack_yaml(name: str, services: dict[str, dict[str, Any]], **extra: Any) -> 
         "images": {"smoke_test_timeout_seconds": 5},
         "services": {
             service: {"port": 8080, "health_check_path": "/health", "cpu": 256, "memory": 512, "desired_count": 1,
-                      "path_patterns": ["/api/*"] if service == "backend" else ["/*"], **settings}
+                      "path_patterns": {"backend": ["/api/*"], "frontend": ["/*"]}.get(service, [f"/{service}/*"]),
+                      **settings}
             for service, settings in services.items()
         },
     }

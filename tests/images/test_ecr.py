@@ -18,6 +18,7 @@ from typing import Any
 
 import boto3
 import pytest
+from prefect import flow
 
 import spec
 from spec import Stack
@@ -77,6 +78,11 @@ def configure_findings(moto: MotoServer, repository: str, counts: dict[str, int]
     urllib.request.urlopen(request, timeout=10).close()
 
 
+@flow
+def in_a_flow(stack: Stack, ctx: AwsContext, repo: Any, directory: str) -> images.ImageResult:
+    return images.publish_image(stack, ctx, "backend", repo, directory)
+
+
 def test_the_ecr_target_and_its_login(setup: tuple[Stack, AwsContext, Any]) -> None:
     stack, ctx, repo = setup
     target = images.registry_target(stack, repo)
@@ -119,12 +125,12 @@ def test_an_image_already_in_ecr_is_present_without_any_docker(setup: tuple[Stac
     # ECR scans on push; moto does not, so start the scan it would have run.
     ecr().start_image_scan(repositoryName="scan-dev-backend", imageId={"imageDigest": digest})
     configure_findings(aws, "scan-dev-backend", {"LOW": 3})
-    result = images.publish_image.fn(stack, ctx, "backend", repo, str(tmp_path))
+    result = in_a_flow(stack, ctx, repo, str(tmp_path))
     assert (result.status, result.digest, result.scan) == ("present", digest, "LOW 3")
     assert images.find_image(stack, ctx, "backend").attrs["pinned"] == f"{repo.attrs['uri']}:{sha}@{digest}"
 
     CALLS.reset()
-    images.publish_image.fn(stack, ctx, "backend", repo, str(tmp_path))
+    in_a_flow(stack, ctx, repo, str(tmp_path))
     assert CALLS.mutating() == {}
 
 

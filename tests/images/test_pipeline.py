@@ -7,6 +7,7 @@ labels, the repository's tags in moto, the Prefect server's task runs and artifa
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -120,6 +121,11 @@ def test_build_smoke_test_push_and_record_then_a_second_run_does_nothing(
     assert "scan image backend" not in runs  # the override registry has no scanner
     a, b = runs["build image backend"], runs["build image frontend"]
     assert a.start_time < b.end_time and b.start_time < a.end_time, "the two builds must overlap"
+
+    deadline = time.monotonic() + 15  # healthy smoke-test containers are removed beside the push
+    while engine.containers.list(all=True, filters={"label": "io.ecsflow.smoke"}) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert engine.containers.list(all=True, filters={"label": "io.ecsflow.smoke"}) == []
 
     rows = {row["service"]: row for row in artifact_rows(f"images-{stack_name}-dev")}
     assert rows["backend"]["status"] == "pushed"
