@@ -9,8 +9,10 @@
 set -eu
 
 : "${PORT:=8080}"
-mkdir -p /tmp/nginx
-sed "s/\${PORT}/${PORT}/g" /etc/nginx/templates/default.conf.template > /tmp/nginx/default.conf
+: "${NGINX_TEMPLATE:=/etc/nginx/templates/default.conf.template}"
+: "${NGINX_CONF_DIR:=/tmp/nginx}"
+mkdir -p "$NGINX_CONF_DIR"
+sed "s/\${PORT}/${PORT}/g" "$NGINX_TEMPLATE" > "$NGINX_CONF_DIR/default.conf"
 
 if [ "${APP_CACHE_AT_START:-1}" = "1" ]; then
     php artisan config:cache
