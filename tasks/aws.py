@@ -188,10 +188,17 @@ CALLS = CallLog()
 
 # Clients are thread-safe, sessions are not: build under a lock, share across task threads.
 # (Module-level, so pickled by reference when Prefect ships flow code.)
-_CLIENT_LOCK = threading.RLock()
-_SESSIONS: dict[Any, Any] = {}
+_LOCKS_LOCK = threading.Lock()
+_LOCKS: dict[Any, threading.Lock] = {}
 _CLIENTS: dict[Any, Any] = {}
 _ACCOUNTS: dict[Any, str] = {}
+
+
+def _lock_for(key: Any) -> threading.Lock:
+    """One lock per client (or account) key: threads building different clients do not wait
+    for each other, threads wanting the same one build it once."""
+    with _LOCKS_LOCK:
+        return _LOCKS.setdefault(key, threading.Lock())
 
 
 @dataclass(frozen=True)
@@ -254,18 +261,14 @@ class AwsContext:
     # clients ------------------------------------------------------------------
 
     def _session(self) -> boto3.session.Session:
-        cache = _SESSIONS
-        key = (self.region, self.credentials_block, os.environ.get("AWS_ENDPOINT_URL"))
-        if key not in cache:
-            if self.credentials_block:
-                from prefect_aws import AwsCredentials
+        """A session of its own for each client: sessions are not thread-safe, so clients built
+        side by side must not share one."""
+        if self.credentials_block:
+            from prefect_aws import AwsCredentials
 
-                creds = AwsCredentials.load(self.credentials_block, _sync=True)
-                session = creds.get_boto3_session()
-            else:
-                session = boto3.session.Session(region_name=self.region)
-            cache[key] = session
-        return cache[key]
+            creds = AwsCredentials.load(self.credentials_block, _sync=True)
+            return creds.get_boto3_session()
+        return boto3.session.Session(region_name=self.region)
 
     def client(self, service: str, region: str | None = None) -> Any:
         region = region or self.region
@@ -273,7 +276,7 @@ class AwsContext:
         client = _CLIENTS.get(key)
         if client is not None:
             return client
-        with _CLIENT_LOCK:
+        with _lock_for(key):
             return self._new_client(key, service, region)
 
     def _new_client(self, key: Any, service: str, region: str) -> Any:
@@ -329,7 +332,10 @@ class AwsContext:
         cache = _ACCOUNTS
         key = (self.region, self.credentials_block, os.environ.get("AWS_ENDPOINT_URL"))
         if key not in cache:
-            cache[key] = call(f"identify the AWS account for {self.prefix}", self.sts().get_caller_identity)["Account"]
+            with _lock_for(("account", *key)):
+                if key not in cache:
+                    cache[key] = call(f"identify the AWS account for {self.prefix}",
+                                      self.sts().get_caller_identity)["Account"]
         return cache[key]
 
 
