@@ -68,6 +68,9 @@ class LocalServer:
         except RuntimeError as exc:
             self.stop()
             raise RuntimeError(f"{exc}; see {log_path}") from None
+        except BaseException:  # Ctrl+C while it boots: never leave a server behind
+            self.stop()
+            raise
 
     def stop(self) -> None:
         if self.proc.poll() is None:
