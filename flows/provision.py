@@ -38,11 +38,14 @@ class ProvisionRun(StackRun):
       "load balancer, cluster and services.")
 def provision_flow(params: ProvisionRun = ProvisionRun()) -> dict[str, Any]:  # noqa: B008 - pydantic default
     spec, ctx = open_stack(params)
-    keys = {purpose: kms.ensure_key.submit(ctx, purpose) for purpose in ("logs", "rds", "ecr")}
-    registry = submit_registry(spec, ctx, keys["ecr"])
+    # The critical path (vpc -> subnets -> db subnet group -> db instance) is submitted first,
+    # so it is first in line for threads and connections; the rest follows beside it.
+    keys = {purpose: kms.ensure_key.submit(ctx, purpose) for purpose in ("logs", "rds")}
     net = submit_network(spec, ctx, keys["logs"])
     db = submit_database(spec, ctx, private_subnets=net.tier("private"),
                          rds_security_group=net.security_groups["sg-rds"], rds_key=keys["rds"])
+    keys["ecr"] = kms.ensure_key.submit(ctx, "ecr")
+    registry = submit_registry(spec, ctx, keys["ecr"])
     image_futures = {} if params.skip_images else submit_images(spec, ctx, registry.repositories,
                                                                 stack_dir(params))
     balancer = submit_load_balancer(spec, ctx, vpc=net.vpc, public_subnets=net.tier("public"),
