@@ -78,12 +78,13 @@ from tasks.aws import (
     translate,
     wait_until,
 )
-from tasks.contract import Observed, aws_task
+from tasks.contract import Change, Observed, aws_task
 from tasks.registry import repository_name
 
 if TYPE_CHECKING:
     import docker
 
+IMAGE_RESOURCE = "image"
 IMAGE_TAG_KEY = "ecsflow:image"  # on the ECR repository: "{tag}@{digest}" of the image to run
 SEVERITY_RANK = {"CRITICAL": 5, "HIGH": 4, "MEDIUM": 3, "LOW": 2, "INFORMATIONAL": 1, "UNDEFINED": 0,
                  "UNTRIAGED": 0}
@@ -628,9 +629,10 @@ def _paths(spec: Stack, service: str, stack_dir: str) -> tuple[Path, str]:
 
 
 def plan_image(spec: Stack, ctx: AwsContext, service: str, repository: Observed, stack_dir: str, *,
-               tag: str | None = None) -> ImagePlan:
-    """Read-only: is the image for this source already in the registry (present), can this
-    machine build it (build), or not (skip, with the reason)?"""
+               tag: str | None = None, pull: bool = True) -> ImagePlan:
+    """Is the image for this source already in the registry (present), can this machine build
+    it (build), or not (skip, with the reason)? Read-only for AWS and the registry; with
+    `pull`, a missing base image is pulled into the local engine (as the build would)."""
     target = registry_target(spec, repository)
     context, dockerfile = _paths(spec, service, stack_dir)
     build = spec.services[service].build
@@ -647,12 +649,13 @@ def plan_image(spec: Stack, ctx: AwsContext, service: str, repository: Observed,
     plan = ImagePlan(service, "build", target, revision.tag, revision.revision, revision.created, revision.source)
     if found is not None:
         return replace(plan, action="present", digest=found.digest, size_bytes=found.size_bytes)
-    reason = unbuildable_reason(context, dockerfile, build.args)
+    reason = unbuildable_reason(context, dockerfile, build.args, pull=pull)
     return replace(plan, action="skip", reason=reason) if reason else plan
 
 
-def unbuildable_reason(context: Path, dockerfile: str, args: dict[str, str]) -> str | None:
-    """The buildability rule (see the module's docstring), checked in order; None if buildable."""
+def unbuildable_reason(context: Path, dockerfile: str, args: dict[str, str], *, pull: bool = True) -> str | None:
+    """The buildability rule (see the module's docstring), checked in order; None if buildable.
+    Without `pull`, base images are not looked at (a plan must not change the engine)."""
     if not context.is_dir():
         return f"its build context {context} does not exist"
     path = context / dockerfile
@@ -666,6 +669,8 @@ def unbuildable_reason(context: Path, dockerfile: str, args: dict[str, str]) -> 
                f"checked out next to the Dockerfile)"
     if facts.unresolved_bases:
         return f"its base image {facts.unresolved_bases[0]} names a build arg with no value"
+    if not pull:
+        facts.bases = []
     try:
         client = docker_client(timeout=600)
     except NotBuildable as exc:
@@ -678,6 +683,30 @@ def unbuildable_reason(context: Path, dockerfile: str, args: dict[str, str]) -> 
     finally:
         client.close()
     return None
+
+
+def plan_images(spec: Stack, ctx: AwsContext, stack_dir: str, *, tag: str | None = None) -> list[Change]:
+    """For `ecsflow plan`: per service, build + push (create), already there (no-op), or not
+    buildable on this machine (no-op, with the reason). Pulls nothing, pushes nothing."""
+    from tasks.registry import find_repository
+
+    changes = []
+    for service in spec.services:
+        repo = find_repository(spec, ctx, service)
+        if repo is None:  # made by the registry phase of the same `up`, before the images phase
+            name = repository_name(ctx, service)
+            repo = Observed(id="", name=name, attrs={
+                "uri": f"{ctx.account_id()}.dkr.ecr.{ctx.region}.amazonaws.com/{name}"})
+        plan = plan_image(spec, ctx, service, repo, stack_dir, tag=tag, pull=False)
+        name = plan.ref if plan.tag else plan.target.image
+        if plan.action == "present":
+            changes.append(Change(IMAGE_RESOURCE, name, "no-op", note=f"in the registry as {plan.digest}"))
+        elif plan.action == "build":
+            steps = "build, smoke test, push" + (", scan" if plan.target.has_scanner else "")
+            changes.append(Change(IMAGE_RESOURCE, name, "create", note=steps))
+        else:
+            changes.append(Change(IMAGE_RESOURCE, name, "no-op", note=f"not built on this machine: {plan.reason}"))
+    return changes
 
 
 @aws_task(task_run_name="check image {service}")

@@ -186,3 +186,6 @@ def test_library_stack_services_are_skipped_here_with_their_reason(aws: MotoServ
         plan = images.plan_image(stack, ctx, service, repo, str(LIBRARY_STACK.parent))
         assert plan.action == "skip", plan
         assert "the app's source is not checked out next to the Dockerfile" in plan.reason, plan.reason
+    planned = images.plan_images(stack, ctx, str(LIBRARY_STACK.parent))
+    assert [c.action for c in planned] == ["no-op", "no-op"]
+    assert all(c.note.startswith("not built on this machine: its Dockerfile copies") for c in planned)

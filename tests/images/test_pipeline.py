@@ -93,9 +93,13 @@ def test_build_smoke_test_push_and_record_then_a_second_run_does_nothing(
     stack_file = two_services(tmp_path, write_stack)
     stack, ctx = prepare(stack_file)
 
+    planned = images.plan_images(stack, ctx, str(tmp_path))
+    assert [(c.action, c.note) for c in planned] == [("create", "build, smoke test, push")] * 2
+
     state, run_id = run_images(stack_file)
     assert state.is_completed(), state.message
     outputs = state.result()
+    assert [c.action for c in images.plan_images(stack, ctx, str(tmp_path))] == ["no-op", "no-op"]
 
     engine = docker.from_env()
     for service in ("backend", "frontend"):
