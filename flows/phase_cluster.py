@@ -5,6 +5,7 @@
       repository (+ DB secret if it takes one) ─> execution role ─┐
       task role, log group ──────────────────────────────────────┼─> task definition ─┐
       image (when the images phase runs) ─────────────────────────┘                   │
+      task definition ─> migration task (a new revision with an image only) ──────────┤
       cluster, target group + listener/rules, private subnets, sg-ecs ────────────────┴─> service ─> autoscaling
 """
 
@@ -63,17 +64,20 @@ def submit_services(spec: Stack, ctx: AwsContext, futures: ClusterFutures, *, lo
         td = services.ensure_task_definition.submit(
             spec, ctx, service, execution_role=execution, task_role=task, log_group=group,
             repository=repositories[service], database=db, wait_for=image)
+        migration = [services.run_migration.submit(
+            spec, ctx, service, cluster=futures.cluster, task_definition=td, private_subnets=private_subnets,
+            security_group=ecs_security_group)] if svc.migration_command else []
         ecs_service = services.ensure_service.submit(
             spec, ctx, service, cluster=futures.cluster, task_definition=td,
             target_group=load_balancer.target_groups[service], private_subnets=private_subnets,
-            security_group=ecs_security_group, wait_for=load_balancer.routing())
+            security_group=ecs_security_group, wait_for=[*load_balancer.routing(), *migration])
         scaling = services.ensure_scaling.submit(
             spec, ctx, service, ecs_service=ecs_service, load_balancer=load_balancer.alb,
             target_group=load_balancer.target_groups[service])
         futures.task_definitions[service] = td
         futures.services[service] = ecs_service
         futures.scaling[service] = scaling
-        futures.others += [execution, task, group]
+        futures.others += [execution, task, group, *migration]
     return futures
 
 

@@ -257,6 +257,10 @@ class Service(Model):
         description="Writable scratch directories on a read-only root (Fargate ephemeral volumes; Fargate has "
         "no tmpfs).")
     enable_exec: bool = Field(False, description="Allow `aws ecs execute-command` into the tasks (logged).")
+    migration_command: str | None = Field(
+        None, min_length=1, description="One-off command run as a task of the new revision (e.g. `php artisan "
+        "migrate --force`) before the service moves to it; a non-zero exit stops the rollout.")
+    migration_timeout_seconds: int = Field(900, ge=30, le=86400)
     cpu_architecture: Literal["X86_64", "ARM64"] = "X86_64"
     autoscaling: Autoscaling = Autoscaling()
     task_role_statements: list[dict[str, Any]] = Field(

@@ -7,8 +7,8 @@ share it, and the tests that change it run last, in file order. Everything is re
 AWS with a separate boto3 client.
 
 The stack is stacks/library.yaml with `image_tag` set on the backend only: the backend runs
-(desired count 2, autoscaling registered), the frontend has no image yet (desired count 0,
-no scalable target).
+(desired count 2, autoscaling registered, its migration task run before each new revision),
+the frontend has no image yet (desired count 0, no scalable target).
 """
 
 from __future__ import annotations
@@ -200,6 +200,26 @@ def test_services_run_privately_behind_their_target_groups(stack: Path) -> None:
     assert services["frontend"]["desiredCount"] == 0, "no image was ever pushed for the frontend"
 
 
+def migrations() -> list[dict[str, Any]]:
+    ecs = client("ecs")
+    # AWS lists a stopped task under desiredStatus STOPPED; moto keeps it under RUNNING: ask for both.
+    arns = {arn for status in ("RUNNING", "STOPPED") for arn in ecs.list_tasks(
+        cluster=f"{PREFIX}-cluster", startedBy="ecsflow-migrate", desiredStatus=status)["taskArns"]}
+    if not arns:
+        return []
+    tasks: list[dict[str, Any]] = ecs.describe_tasks(cluster=f"{PREFIX}-cluster", tasks=sorted(arns))["tasks"]
+    return sorted(tasks, key=lambda t: t["taskDefinitionArn"])
+
+
+def test_the_backend_migration_ran_once_on_its_first_revision(stack: Path) -> None:
+    [task] = migrations()
+    assert task["taskDefinitionArn"].endswith(f"task-definition/{PREFIX}-backend:1")
+    assert task["lastStatus"] == "STOPPED" and task["containers"][0]["exitCode"] == 0
+    assert task["overrides"]["containerOverrides"] == [
+        {"name": "backend", "command": ["php", "artisan", "migrate", "--force"]}]
+    assert task["launchType"] == "FARGATE"  # on-demand: Spot must not cut a migration short
+
+
 def test_autoscaling_tracks_cpu_and_requests_per_target(stack: Path) -> None:
     aas, elb = client("application-autoscaling"), client("elbv2")
     backend = f"service/{PREFIX}-cluster/{PREFIX}-backend"
@@ -343,7 +363,9 @@ def test_a_cpu_change_is_one_new_revision_and_one_service_update(
     CALLS.reset()
     up(changed)
     mutating = CALLS.mutating()
-    assert mutating == Counter({"ecs:RegisterTaskDefinition": 1, "ecs:UpdateService": 1}), mutating
+    # The backend's migration runs once on the new revision before the service moves to it.
+    assert mutating == Counter({"ecs:RegisterTaskDefinition": 1, "ecs:RunTask": 1, "ecs:UpdateService": 1}), mutating
+    assert [t["taskDefinitionArn"].rsplit(":", 1)[1] for t in migrations()] == ["1", "2"]
     ecs = client("ecs")
     td = ecs.describe_task_definition(taskDefinition=f"{PREFIX}-backend")["taskDefinition"]
     assert (td["revision"], td["cpu"]) == (2, "256")
@@ -356,13 +378,39 @@ def test_a_cpu_change_is_one_new_revision_and_one_service_update(
     assert CALLS.mutating() == Counter()
 
 
+def test_a_migration_that_cannot_run_stops_the_rollout_and_says_why(
+    stack: Path, moto_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.support.faultproxy import FaultProxy
+
+    def edit(data: dict[str, Any]) -> None:
+        data["services"]["backend"]["environment"]["LOG_LEVEL"] = "debug"
+
+    changed = write_stack(tmp_path / "library.yaml", edit)
+    with FaultProxy(moto_server.url) as proxy:
+        proxy.fail("RunTask", times=None, kind="access_denied", code="InvalidParameterException", status=400,
+                   message="No Container Instances were found in your cluster.")
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        capsys.readouterr()
+        assert main(["up", "--stack", str(changed), "--skip-images"]) == 1
+        assert proxy.calls["RunTask"] == 1, "a refused request is not retried"
+    monkeypatch.undo()  # back to moto itself
+    err = capsys.readouterr().err
+    assert "run the migration of backend" in err and "InvalidParameterException" in err, err
+    ecs = client("ecs")
+    assert ecs.describe_task_definition(taskDefinition=f"{PREFIX}-backend")["taskDefinition"]["revision"] == 3
+    svc = ecs.describe_services(cluster=f"{PREFIX}-cluster", services=[f"{PREFIX}-backend"])["services"][0]
+    assert svc["taskDefinition"].endswith(f"{PREFIX}-backend:2"), "the service stays on the migrated revision"
+
+
 def test_down_leaves_nothing_tagged(stack: Path) -> None:
     assert main(["down", "--stack", str(stack), "--yes"]) == 0
     ecs, ec2, kms = client("ecs"), client("ec2"), client("kms")
 
     def gone(arn: str) -> bool:
-        # KMS keys wait 7 days; AWS shows deleted NAT gateways for an hour; moto's tagging API keeps
-        # listing deleted ECS clusters and services, which describe calls show INACTIVE.
+        # KMS keys wait 7 days; AWS shows deleted NAT gateways and stopped tasks for an hour; moto's
+        # tagging API keeps listing deleted ECS clusters and services, which describe calls show INACTIVE.
         if ":kms:" in arn:
             return bool(kms.describe_key(KeyId=arn)["KeyMetadata"]["KeyState"] == "PendingDeletion")
         if ":natgateway/" in arn:
@@ -370,6 +418,9 @@ def test_down_leaves_nothing_tagged(stack: Path) -> None:
                         == "deleted")
         if ":cluster/" in arn:
             return all(c["status"] == "INACTIVE" for c in ecs.describe_clusters(clusters=[arn])["clusters"])
+        if ":task/" in arn:  # the migration tasks: AWS shows stopped tasks for about an hour
+            cluster = arn.split(":task/")[1].split("/")[0]
+            return all(t["lastStatus"] == "STOPPED" for t in ecs.describe_tasks(cluster=cluster, tasks=[arn])["tasks"])
         if ":service/" in arn:
             cluster = arn.split(":service/")[1].split("/")[0]
             return all(s["status"] == "INACTIVE" for s in ecs.describe_services(cluster=cluster,
