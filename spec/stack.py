@@ -394,6 +394,10 @@ class LoadBalancer(Model):
     desync_mitigation_mode: Literal["defensive", "strictest"] = Field(
         "defensive", description="HTTP desync protection (AWS FSBP ELB.12 accepts either).")
     deletion_protection: bool | None = Field(None, description="Default: on in prod.")
+    public_url: str | None = Field(
+        None, pattern=r"^https?://[^\s/]+(:\d+)?(/[^\s]*)?$",
+        description="Where `verify health` probes the app (each service's health_check_path under it). "
+        "Default: https://{domain} when a domain is set.")
     access_logs: bool = True
     access_log_expiry_days: int = Field(365, ge=1, le=3650, description="Access logs are deleted after this.")
 
@@ -484,6 +488,13 @@ class Stack(Model):
     def log_retention_days(self) -> int:
         days = self.cluster.log_retention_days
         return (365 if self.is_prod else 90) if days is None else days
+
+    @property
+    def public_url(self) -> str | None:
+        lb = self.load_balancer
+        if lb.public_url:
+            return lb.public_url.rstrip("/")
+        return f"https://{lb.domain}" if lb.domain and not lb.domain.startswith("*.") else None
 
     @property
     def alb_deletion_protection(self) -> bool:

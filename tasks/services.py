@@ -799,3 +799,90 @@ def run_migration(spec: Stack, ctx: AwsContext, service: str, *, cluster: Observ
     progress(f"migration of {service} ({revision}): `{command}` exited 0")
     return Observed(id=task_arn, name=f"migration {service}", attrs={"exit_code": 0, "log_tail": tail,
                                                                       "task_definition": task_definition.id})
+
+
+# ---------------------------------------------------------------- verify health
+
+
+class HealthCheckFailed(EcsflowError):
+    """The service is not serving: the message lists every check that failed."""
+
+
+def probe(url: str, timeout: float = 5.0) -> tuple[bool, str]:
+    """GET the URL: (answered 2xx/3xx, what happened)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="GET"), timeout=timeout) as answer:
+            return 200 <= answer.status < 400, f"HTTP {answer.status}"
+    except urllib.error.HTTPError as exc:
+        return False, f"HTTP {exc.code}"
+    except (urllib.error.URLError, OSError) as exc:
+        return False, str(getattr(exc, "reason", exc))
+
+
+def health_problems(spec: Stack, ctx: AwsContext, service: str) -> tuple[list[str], dict[str, Any]]:
+    """Everything that keeps the service from serving: its ECS rollout and task counts, its
+    targets' health, and an HTTP probe of its health path at the stack's public URL."""
+    from tasks import load_balancer
+
+    problems: list[str] = []
+    facts: dict[str, Any] = {}
+    observed = find_service(ctx, service)
+    desired = 0
+    if observed is None:
+        problems.append("the ECS service does not exist")
+    else:
+        desired = int(observed.attrs.get("desired_count") or 0)
+        running = int(observed.attrs.get("running_count") or 0)
+        primary: dict[str, Any] = next((d for d in observed.attrs["deployments"] if d.get("status") == "PRIMARY"), {})
+        rollout = primary.get("rolloutState")
+        facts.update(desired=desired, running=running, rollout=rollout)
+        if desired == 0:
+            problems.append("desired count is 0 (no image has been pushed yet?)")
+        if rollout == "FAILED":
+            problems.append(f"the rollout failed: {primary.get('rolloutStateReason', 'no reason given')}")
+        elif rollout not in (None, "COMPLETED"):
+            problems.append(f"the rollout is {rollout}")
+        if running < desired:
+            problems.append(f"{running} of {desired} tasks running")
+    group = load_balancer.find_target_group(ctx, service)
+    if group is None:
+        problems.append("its target group does not exist")
+    else:
+        targets = call(f"read the target health of {group.name}", ctx.elbv2().describe_target_health,
+                       TargetGroupArn=group.id)["TargetHealthDescriptions"]
+        states = [t.get("TargetHealth", {}).get("State") for t in targets]
+        healthy = states.count("healthy")
+        facts["healthy_targets"] = healthy
+        if healthy < max(desired, 1):
+            others = ", ".join(sorted({str(s) for s in states if s != "healthy"})) or "none registered"
+            problems.append(f"{healthy} healthy target(s) of {max(desired, 1)} wanted ({others})")
+    if spec.public_url:
+        url = f"{spec.public_url}{spec.services[service].health_check_path}"
+        ok, what = probe(url)
+        facts["probe"] = f"{url}: {what}"
+        if not ok:
+            problems.append(f"{url} answered {what}")
+    return problems, facts
+
+
+@aws_task(task_run_name="verify health {service}")
+def verify_health(spec: Stack, ctx: AwsContext, service: str, *, timeout: float = 600) -> Observed:
+    """Wait until the service serves (rollout completed, all tasks running, targets healthy, the
+    public health URL answering), or fail naming what is still wrong."""
+    last: list[list[str]] = [[]]
+
+    def serving() -> dict[str, Any] | None:
+        problems, facts = health_problems(spec, ctx, service)
+        last[0] = problems
+        return None if problems else facts
+
+    try:
+        facts = wait_until(f"{service} to serve", serving, timeout=timeout, poll=ctx.poll_seconds)
+    except EcsflowError as exc:
+        if last[0]:
+            raise HealthCheckFailed(f"{service} is not healthy after {timeout:.0f}s: " + "; ".join(last[0])) from exc
+        raise
+    return Observed(id=service_name(ctx, service), name=service, attrs=facts)

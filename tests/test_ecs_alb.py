@@ -332,6 +332,43 @@ def test_plan_and_status_see_everything_as_made(stack: Path, capsys: pytest.Capt
     assert kinds["scalable target"] == 1
 
 
+def test_verify_health_probes_the_public_url_and_names_what_is_wrong(stack: Path) -> None:
+    """moto never completes a rollout nor registers targets, so the service checks fail here; the
+    HTTP probe goes to a real local server (the stack's public_url)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from spec import load_stack
+    from tasks.aws import AwsContext
+    from tasks.services import HealthCheckFailed, health_problems, verify_health
+
+    class App(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200 if self.path == "/api/health" else 503)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), App)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        spec = load_stack(stack)
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        spec = spec.model_copy(update={"load_balancer": spec.load_balancer.model_copy(update={"public_url": url})})
+        ctx = AwsContext.for_stack(spec)
+        problems, facts = health_problems(spec, ctx, "backend")
+        assert facts["probe"] == f"{url}/api/health: HTTP 200"
+        assert (facts["desired"], facts["running"]) == (2, 0)
+        assert "0 of 2 tasks running" in problems and not any(url in p for p in problems)
+        with pytest.raises(HealthCheckFailed) as failed:
+            verify_health.fn(spec, ctx, "frontend", timeout=0.2)
+        message = str(failed.value)
+        assert "desired count is 0" in message and f"{url}/health answered HTTP 503" in message
+    finally:
+        server.shutdown()
+
+
 # ---------------------------------------------------------------- changes (these run last, in order)
 
 
