@@ -807,7 +807,7 @@ def _probe(url: str) -> tuple[bool, str]:
 
 def _remove_container(client: docker.DockerClient, container: Any) -> None:
     try:
-        container.remove(force=True)
+        container.remove(force=True, v=True)
     except Exception as exc:
         logging.getLogger("ecsflow.images").warning("could not remove smoke-test container %s: %s", container.name, exc)
     finally:
@@ -816,17 +816,24 @@ def _remove_container(client: docker.DockerClient, container: Any) -> None:
 
 @task(task_run_name="smoke test image {service}", cache_policy=NO_CACHE, persist_result=False)
 def smoke_test_image(spec: Stack, service: str, built: BuiltImage) -> float:
-    """Run the image with host networking, PORT set to a free port, the service's memory as
-    its limit; wait for the health path to answer 2xx. Failure: the container's last log
-    lines in the error, and no push."""
+    """Run the image as ECS will (the service's plain environment, a read-only root file
+    system with anonymous volumes at its writable paths when the stack says so, its memory
+    as the limit), with host networking and PORT set to a free port; wait for the health
+    path to answer 2xx. Failure: the container's last log lines in the error, and no push."""
+    from docker.types import Mount
+
     svc = spec.services[service]
     timeout = spec.images.smoke_test_timeout_seconds
     client = docker_client()
     port = _free_port()
     url = f"http://127.0.0.1:{port}{svc.health_check_path}"
     started = time.monotonic()
+    # Anonymous volumes, like Fargate's task volumes, start with what the image holds there.
     container = client.containers.run(
-        built.image_id, detach=True, network_mode="host", environment={"PORT": str(port)},
+        built.image_id, detach=True, network_mode="host", environment={**svc.environment, "PORT": str(port)},
+        read_only=svc.read_only_root_filesystem,
+        mounts=[Mount(target=path, source=None, type="volume") for path in svc.writable_paths]
+        if svc.read_only_root_filesystem else None,
         mem_limit=f"{svc.memory}m", name=f"ecsflow-smoke-{service}-{uuid.uuid4().hex[:8]}",
         labels={"io.ecsflow.smoke": service})
     failure = ""
@@ -852,7 +859,7 @@ def smoke_test_image(spec: Stack, service: str, built: BuiltImage) -> float:
                                   f"pushed: {failure}\n--- container's last log lines ---\n{logs}")
     except BaseException:
         with contextlib.suppress(Exception):
-            container.remove(force=True)
+            container.remove(force=True, v=True)
         client.close()
         raise
     # Healthy: remove the container beside the push instead of before it (~0.2-0.3 s). A

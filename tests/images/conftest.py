@@ -178,6 +178,7 @@ def local_registry(registry_server: RegistryServer, docker_engine: str,
 APP_DOCKERFILE = """\
 FROM scratch
 COPY busybox /bin/busybox
+COPY rootfs/ /
 COPY www /www
 ENV PORT=8080
 USER 65534:65534
@@ -194,6 +195,14 @@ def write_app(directory: Path, *, healthy: bool = True, version: str = "1", prel
     www = directory / "www"
     www.mkdir(exist_ok=True)
     (www / "index.html").write_text(f"<h1>test app {version}</h1>\n")
+    # /tmp as Debian has it, 1777 (a writable path on a read-only root starts as the image's copy;
+    # COPY of a directory's parent keeps the directory's mode, COPY of the directory does not).
+    (directory / "rootfs" / "tmp").mkdir(parents=True, exist_ok=True)
+    (directory / "rootfs" / "tmp" / ".keep").write_text("")
+    (directory / "rootfs" / "tmp").chmod(0o1777)
+    (directory / "rootfs" / "data").mkdir(exist_ok=True)  # writable by anyone, but not a writable path
+    (directory / "rootfs" / "data" / ".keep").write_text("")
+    (directory / "rootfs" / "data").chmod(0o777)
     if healthy:
         (www / "health").write_text("ok\n")
     else:

@@ -211,6 +211,25 @@ def test_a_container_that_exits_fails_at_once_with_its_exit_code(
         state.result()
 
 
+def test_the_smoke_test_runs_the_image_as_ecs_will(
+        aws: Any, local_registry: RegistryServer, tmp_path: Path, write_stack: Callable[..., Path]) -> None:
+    """Read-only root file system (writable paths as volumes) and the service's environment."""
+    prelude = ("test \\\"$GREETING\\\" = hello || exit 5; echo ok > /tmp/scratch || exit 6; "
+               "echo x > /data/started || exit 4; ")
+    write_app(tmp_path / "backend", version=str(uuid.uuid4()), prelude=prelude)
+    service = {"build": {"context": "backend"}, "environment": {"GREETING": "hello"}}
+    stack_file = write_stack({"backend": service})
+    prepare(stack_file)
+
+    state, _ = run_images(stack_file)
+    with pytest.raises(images.SmokeTestFailed, match=r"(?s)exited with code 4.*Read-only file system"):
+        state.result()
+
+    write_stack({"backend": {**service, "read_only_root_filesystem": False}})
+    state, _ = run_images(stack_file)
+    assert state.is_completed(), state.message
+
+
 def test_a_build_error_names_the_service_and_the_other_service_still_ships(
         aws: Any, local_registry: RegistryServer, tmp_path: Path, write_stack: Callable[..., Path],
         stack_name: str) -> None:
