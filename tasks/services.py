@@ -651,11 +651,19 @@ def inventory_scaling(ctx: AwsContext, clusters: list[Observed]) -> list[Observe
 
 @aws_task(task_run_name="delete autoscaling {observed.name}")
 def delete_scaling(observed: Observed, ctx: AwsContext) -> None:
-    """Deregistering the scalable target deletes its policies and their alarms."""
+    """The policies (and their alarms) first, then the scalable target. (AWS also drops the policies
+    with the target; an emulator may not.)"""
     require_ours(ctx, observed.tags, f"scalable target {observed.name}")
-    call_or_none(f"deregister {observed.name}", ctx.autoscaling().deregister_scalable_target,
-                 ServiceNamespace="ecs", ResourceId=observed.name,
-                 ScalableDimension=observed.attrs.get("dimension", DIMENSION))
+    aas = ctx.autoscaling()
+    dimension = observed.attrs.get("dimension", DIMENSION)
+    policies = call(f"list the scaling policies of {observed.name}", aas.describe_scaling_policies,
+                    ServiceNamespace="ecs", ResourceId=observed.name, ScalableDimension=dimension)["ScalingPolicies"]
+    for policy in policies:
+        call_or_none(f"delete scaling policy {policy['PolicyName']}", aas.delete_scaling_policy,
+                     PolicyName=policy["PolicyName"], ServiceNamespace="ecs", ResourceId=observed.name,
+                     ScalableDimension=dimension)
+    call_or_none(f"deregister {observed.name}", aas.deregister_scalable_target,
+                 ServiceNamespace="ecs", ResourceId=observed.name, ScalableDimension=dimension)
 
 
 # ---------------------------------------------------------------- the family's plan

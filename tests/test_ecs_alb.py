@@ -472,7 +472,9 @@ def test_down_leaves_nothing_tagged(stack: Path) -> None:
     assert client("elbv2").describe_target_groups()["TargetGroups"] == []
     assert [c for c in client("acm").list_certificates()["CertificateSummaryList"]] == []
     assert not [b for b in client("s3").list_buckets()["Buckets"] if b["Name"].startswith(PREFIX)]
-    assert client("application-autoscaling").describe_scalable_targets(ServiceNamespace="ecs")["ScalableTargets"] == []
+    aas = client("application-autoscaling")
+    assert aas.describe_scalable_targets(ServiceNamespace="ecs")["ScalableTargets"] == []
+    assert aas.describe_scaling_policies(ServiceNamespace="ecs")["ScalingPolicies"] == []
     assert ecs.list_task_definitions(familyPrefix=PREFIX)["taskDefinitionArns"] == []
     assert ecs.list_task_definitions(familyPrefix=PREFIX, status="INACTIVE")["taskDefinitionArns"] == []
     assert [r["RoleName"] for r in client("iam").list_roles(PathPrefix=f"/ecsflow/{PREFIX}/")["Roles"]] == []
