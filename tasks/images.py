@@ -224,6 +224,10 @@ class RemoteImage:
     size_bytes: int | None
 
 
+# Requests to this machine never go through an HTTP proxy from the environment.
+_LOCAL = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 def _is_loopback(host: str) -> bool:
     name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
     return name in ("localhost", "::1", "[::1]") or name.startswith("127.")
@@ -237,8 +241,9 @@ def _registry_get(target: Target, path: str, creds: dict[str, str] | None) -> tu
     if creds:
         token = base64.b64encode(f"{creds['username']}:{creds['password']}".encode()).decode()
         request.add_header("Authorization", f"Basic {token}")
+    opener = _LOCAL if _is_loopback(target.host) else urllib.request.build_opener()
     try:
-        with urllib.request.urlopen(request, timeout=30) as resp:
+        with opener.open(request, timeout=30) as resp:
             return resp.status, dict(resp.headers.items()), resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, dict(exc.headers.items()), exc.read()
@@ -797,12 +802,23 @@ def build_image(spec: Stack, service: str, plan: ImagePlan, stack_dir: str) -> B
 
 def _probe(url: str) -> tuple[bool, str]:
     try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
+        with _LOCAL.open(url, timeout=2) as resp:
             return 200 <= resp.status < 300, f"HTTP {resp.status}"
     except urllib.error.HTTPError as exc:
         return False, f"HTTP {exc.code}"
     except (urllib.error.URLError, OSError) as exc:
         return False, str(getattr(exc, "reason", exc))
+
+
+def _run_container(client: docker.DockerClient, built: BuiltImage, svc: Any, service: str, port: int,
+                   mount: Any) -> Any:
+    read_only = bool(svc.read_only_root_filesystem)
+    return client.containers.run(
+        built.image_id, detach=True, network_mode="host", environment={**svc.environment, "PORT": str(port)},
+        read_only=read_only,
+        mounts=[mount(target=path, source=None, type="volume") for path in svc.writable_paths] if read_only else None,
+        mem_limit=f"{svc.memory}m", name=f"ecsflow-smoke-{service}-{uuid.uuid4().hex[:8]}",
+        labels={"io.ecsflow.smoke": service})
 
 
 def _remove_container(client: docker.DockerClient, container: Any) -> None:
@@ -820,6 +836,7 @@ def smoke_test_image(spec: Stack, service: str, built: BuiltImage) -> float:
     system with anonymous volumes at its writable paths when the stack says so, its memory
     as the limit), with host networking and PORT set to a free port; wait for the health
     path to answer 2xx. Failure: the container's last log lines in the error, and no push."""
+    from docker.errors import DockerException
     from docker.types import Mount
 
     svc = spec.services[service]
@@ -829,13 +846,12 @@ def smoke_test_image(spec: Stack, service: str, built: BuiltImage) -> float:
     url = f"http://127.0.0.1:{port}{svc.health_check_path}"
     started = time.monotonic()
     # Anonymous volumes, like Fargate's task volumes, start with what the image holds there.
-    container = client.containers.run(
-        built.image_id, detach=True, network_mode="host", environment={**svc.environment, "PORT": str(port)},
-        read_only=svc.read_only_root_filesystem,
-        mounts=[Mount(target=path, source=None, type="volume") for path in svc.writable_paths]
-        if svc.read_only_root_filesystem else None,
-        mem_limit=f"{svc.memory}m", name=f"ecsflow-smoke-{service}-{uuid.uuid4().hex[:8]}",
-        labels={"io.ecsflow.smoke": service})
+    try:
+        container = _run_container(client, built, svc, service, port, Mount)
+    except DockerException as exc:
+        client.close()
+        raise SmokeTestFailed(f"the image of service {service} ({built.ref}) could not be started for its smoke "
+                              f"test and was not pushed: {_first_line(exc)}") from exc
     failure = ""
     try:
         last = "not started"
@@ -940,6 +956,16 @@ def read_scan(ctx: AwsContext, target: Target, digest: str) -> dict[str, Any] | 
     return None
 
 
+def _never_scanned(ctx: AwsContext, target: Target, digest: str) -> bool:
+    try:
+        ctx.ecr().describe_image_scan_findings(repositoryName=target.repository, imageId={"imageDigest": digest})
+    except (ClientError, BotoCoreError) as exc:
+        if error_code(exc) == "ScanNotFoundException":
+            return True
+        raise translate(exc, f"read the scan findings of {target.image}@{digest}") from exc
+    return False
+
+
 @aws_task(task_run_name="scan image {service}")
 def scan_image(spec: Stack, ctx: AwsContext, service: str, plan: ImagePlan, digest: str) -> str:
     """Wait for ECR's scan-on-push findings; fail or warn (stack setting) at the threshold."""
@@ -952,6 +978,12 @@ def scan_image(spec: Stack, ctx: AwsContext, service: str, plan: ImagePlan, dige
     if not spec.registry.scan_on_push:
         log.info("%s: registry.scan_on_push is off for this stack; not waiting for findings", service)
         return "scan on push off"
+    if plan.action == "present" and _never_scanned(ctx, target, digest):
+        # Pushed before scan on push covered it: scan it now (ECR allows one manual scan a day).
+        resp = call_or_none(f"start the ECR scan of {plan.ref}", ctx.ecr().start_image_scan,
+                            repositoryName=target.repository, imageId={"imageDigest": digest})
+        started = resp["imageScanStatus"].get("status", "?") if resp and "imageScanStatus" in resp else "?"
+        log.info("%s: %s had never been scanned; scan started (%s)", service, plan.ref, started)
     found = wait_until(f"the ECR scan of {plan.ref}", lambda: read_scan(ctx, target, digest),
                        timeout=spec.images.scan_timeout_seconds, poll=max(ctx.poll_seconds, 0.05))
     status = found.get("imageScanStatus", {})

@@ -134,6 +134,23 @@ def test_an_image_already_in_ecr_is_present_without_any_docker(setup: tuple[Stac
     assert CALLS.mutating() == {}
 
 
+@pytest.mark.prefect
+def test_a_present_image_that_was_never_scanned_gets_scanned(setup: tuple[Stack, AwsContext, Any],
+                                                             tmp_path: Path, aws: MotoServer) -> None:
+    stack, ctx, repo = setup
+    app = write_app(tmp_path / "backend", version="v2")
+    digest = put("scan-dev-backend", images.source_revision(app, "Dockerfile", {}).tag)
+    configure_findings(aws, "scan-dev-backend", {"MEDIUM": 2})
+
+    CALLS.reset()
+    result = in_a_flow(stack, ctx, repo, str(tmp_path))
+    assert (result.status, result.digest, result.scan) == ("present", digest, "MEDIUM 2")
+    assert CALLS.mutating()["ecr:StartImageScan"] == 1
+    CALLS.reset()
+    in_a_flow(stack, ctx, repo, str(tmp_path))
+    assert CALLS.mutating() == {}
+
+
 def test_scan_findings_at_the_threshold_fail_or_warn(setup: tuple[Stack, AwsContext, Any]) -> None:
     stack, ctx, repo = setup
     digest = put("scan-dev-backend", "v1")
