@@ -8,6 +8,12 @@
 #    so ECS replaces the task.
 set -eu
 
+# A command given to the container (ECS's one-off migration task: `php artisan migrate --force`)
+# runs instead of the web server.
+if [ "$#" -gt 0 ]; then
+    exec "$@"
+fi
+
 : "${PORT:=8080}"
 : "${NGINX_TEMPLATE:=/etc/nginx/templates/default.conf.template}"
 : "${NGINX_CONF_DIR:=/tmp/nginx}"

@@ -103,6 +103,14 @@ def test_entrypoint_can_skip_the_caches(tmp_path: Path) -> None:
     assert not [c for c in calls(tmp_path) if c.startswith("php ")]
 
 
+def test_entrypoint_runs_a_given_command_instead_of_the_web_server(tmp_path: Path) -> None:
+    # ECS's one-off migration task overrides the command: `php artisan migrate --force`.
+    done = subprocess.run(["sh", str(ENTRYPOINT), "php", "artisan", "migrate", "--force"],
+                          env=stub_env(tmp_path), timeout=10)
+    assert done.returncode == 0
+    assert calls(tmp_path) == ["php artisan migrate --force"]
+
+
 FRONT_CONTROLLER = """<?php
 // Stands in for Laravel's public/index.php: answers /api/health with what the runtime looks like.
 header('Content-Type: application/json');
