@@ -17,7 +17,7 @@ from typing import Any, Literal, ParamSpec, TypeVar, overload
 from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.aws import AwsContext, NotOurs, retry_delays, retry_transient
+from tasks.aws import AwsContext, EcsflowError, NotOurs, retry_delays, retry_transient
 
 Action = Literal["create", "update", "replace", "no-op", "delete"]
 
@@ -81,6 +81,23 @@ def plan_from(resource: str, name: str, observed: Observed | None, wanted: Mappi
         return Change(resource, name, "replace", diffs,
                       note="cannot change in place: `ecsflow down` this resource's stack or revert the setting")
     return Change(resource, name, "update", diffs)
+
+
+def refuse_foreign(ctx: AwsContext, observed: Observed, what: str) -> None:
+    """ensure_* never adopts a same-named resource someone else made."""
+    if not ctx.owns(observed.tags):
+        raise NotOurs(
+            f"{what} already exists but lacks the tags ecsflow:stack={ctx.stack}, ecsflow:env={ctx.env}: "
+            f"ecsflow did not make it and will not take it over. Delete or rename it, or tag it if it is ours."
+        )
+
+
+def refuse_replace(change: Change) -> None:
+    """ensure_* never deletes and recreates a resource to change an immutable field: the user decides."""
+    if change.action == "replace":
+        fields = ", ".join(str(d) for d in change.diffs)
+        raise EcsflowError(f"{change.resource} {change.name} cannot change in place ({fields}); "
+                           f"revert the stack file, or `ecsflow down` and `up` again")
 
 
 def require_ours(ctx: AwsContext, tags: Mapping[str, str], what: str) -> None:

@@ -27,7 +27,6 @@ from tasks.aws import (
     TAG_STACK,
     AwsContext,
     EcsflowError,
-    NotOurs,
     TransientAwsError,
     call,
     call_or_none,
@@ -36,7 +35,16 @@ from tasks.aws import (
     tag_map,
     wait_until,
 )
-from tasks.contract import Action, Change, FieldDiff, Observed, aws_task, diff_fields, require_ours
+from tasks.contract import (
+    Action,
+    Change,
+    FieldDiff,
+    Observed,
+    aws_task,
+    diff_fields,
+    refuse_foreign,
+    require_ours,
+)
 
 if TYPE_CHECKING:
     pass
@@ -165,14 +173,6 @@ def _sync_tags(ctx: AwsContext, arn: str, component: str, what: str) -> None:
     call(f"tag {what}", ctx.rds().add_tags_to_resource, ResourceName=arn, Tags=ctx.tags(component))
 
 
-def _refuse_foreign(ctx: AwsContext, observed: Observed, what: str) -> None:
-    if not ctx.owns(observed.tags):
-        raise NotOurs(
-            f"{what} already exists but lacks the tags ecsflow:stack={ctx.stack}, ecsflow:env={ctx.env}: "
-            f"ecsflow did not make it and will not take it over. Delete or rename it, or tag it if it is "
-            f"ours."
-        )
-
 
 def _update_or_noop(resource: str, name: str, diffs: tuple[FieldDiff, ...], note: str = "") -> Change:
     return Change(resource, name, "update" if diffs else "no-op", diffs, note=note)
@@ -225,7 +225,7 @@ def ensure_db_subnet_group(stack: Stack, ctx: AwsContext, subnets: list[Observed
              DBSubnetGroupDescription=f"ecsflow {ctx.prefix}: private subnets of the database",
              SubnetIds=sorted(subnet_ids), Tags=ctx.tags(SUBNET_GROUP_COMPONENT))
     else:
-        _refuse_foreign(ctx, observed, f"DB subnet group {name}")
+        refuse_foreign(ctx, observed, f"DB subnet group {name}")
         change = plan_db_subnet_group(stack, observed, ctx, subnet_ids=subnet_ids)
         if "tags" in change.changed_fields:
             _sync_tags(ctx, observed.id, SUBNET_GROUP_COMPONENT, f"DB subnet group {name}")
@@ -340,7 +340,7 @@ def ensure_db_parameter_group(stack: Stack, ctx: AwsContext) -> Observed:
              Tags=ctx.tags(PARAMETER_GROUP_COMPONENT))
         _set_parameters(ctx, name, wanted_parameters(stack))
     else:
-        _refuse_foreign(ctx, observed, f"DB parameter group {name}")
+        refuse_foreign(ctx, observed, f"DB parameter group {name}")
         change = plan_db_parameter_group(stack, observed, ctx)
         if change.action == "replace":
             diffs = "; ".join(map(str, change.diffs))
@@ -665,7 +665,7 @@ def ensure_db_instance(stack: Stack, ctx: AwsContext, *, kms_key: Observed, secu
                                         f"usable yet ({exc.__cause__}); retrying") from exc
             raise
     else:
-        _refuse_foreign(ctx, observed, f"DB instance {identifier}")
+        refuse_foreign(ctx, observed, f"DB instance {identifier}")
         if observed.attrs.get("status") == "deleting":
             raise EcsflowError(f"DB instance {identifier} is being deleted; wait until it is gone, "
                                f"then run again")

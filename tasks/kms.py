@@ -26,13 +26,12 @@ from tasks.aws import (
     TAG_ENV,
     TAG_STACK,
     AwsContext,
-    EcsflowError,
     NotOurs,
     call,
     call_or_none,
     wait_until,
 )
-from tasks.contract import Change, Observed, aws_task, plan_from, require_ours
+from tasks.contract import Change, Observed, aws_task, plan_from, refuse_replace, require_ours
 
 if TYPE_CHECKING:
     from mypy_boto3_kms.type_defs import KeyMetadataTypeDef, TagTypeDef
@@ -291,11 +290,9 @@ def ensure_key(ctx: AwsContext, purpose: str) -> Observed:
     if observed is None:
         observed = _observe(ctx, meta, alias, purpose)
     change = plan_key(ctx, purpose, observed)
-    if change.action == "replace":
-        if not ctx.owns(observed.tags):
-            raise NotOurs(change.note)
-        raise EcsflowError(f"KMS key {alias}: {', '.join(map(str, change.diffs))} cannot change in place; "
-                           f"{change.note}")
+    if change.action == "replace" and not ctx.owns(observed.tags):
+        raise NotOurs(change.note)
+    refuse_replace(change)
     wanted = {d.field: d.wanted for d in change.diffs}
     doing = f"reconcile KMS key {alias}"
     if "enabled" in wanted:

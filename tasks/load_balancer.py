@@ -35,7 +35,17 @@ from tasks.aws import (
     tag_map,
     wait_until,
 )
-from tasks.contract import Change, Observed, aws_task, diff_fields, plan_from, project, require_ours
+from tasks.contract import (
+    Change,
+    Observed,
+    aws_task,
+    diff_fields,
+    plan_from,
+    project,
+    refuse_foreign,
+    refuse_replace,
+    require_ours,
+)
 
 ALB_COMPONENT = "alb"
 BUCKET_COMPONENT = "alb-logs"
@@ -81,19 +91,6 @@ def _read_elb_tags(ctx: AwsContext, arns: list[str]) -> dict[str, dict[str, str]
         for item in got.get("TagDescriptions", []):
             found[item["ResourceArn"]] = tag_map(item.get("Tags"))
     return found
-
-
-def _refuse_foreign(ctx: AwsContext, observed: Observed, what: str) -> None:
-    if not ctx.owns(observed.tags):
-        raise NotOurs(f"{what} exists without the tags ecsflow:stack={ctx.stack}, ecsflow:env={ctx.env}; "
-                      f"ecsflow will not take it over. Delete or rename it.")
-
-
-def _refuse_replace(change: Change) -> None:
-    if change.action == "replace":
-        raise EcsflowError(f"{change.resource} {change.name} cannot change in place "
-                           f"({', '.join(map(str, change.diffs))}); revert the stack file, or `ecsflow down` "
-                           f"and `up` again")
 
 
 # ---------------------------------------------------------------- access-log bucket
@@ -211,7 +208,7 @@ def ensure_log_bucket(spec: Stack, ctx: AwsContext) -> Observed | None:
         call(f"create bucket {name}", s3.create_bucket, **args)
         fields = set(wanted)
     else:
-        _refuse_foreign(ctx, observed, f"S3 bucket {name}")
+        refuse_foreign(ctx, observed, f"S3 bucket {name}")
         fields = set(plan_log_bucket(spec, ctx, observed).changed_fields)
     doing = f"configure bucket {name}"
     if "tags" in fields:
@@ -520,9 +517,9 @@ def ensure_load_balancer(spec: Stack, ctx: AwsContext, public_subnets: list[Obse
         call(f"set the attributes of {name}", elb.modify_load_balancer_attributes, LoadBalancerArn=arn,
              Attributes=[{"Key": k, "Value": v} for k, v in sorted(wanted["attributes"].items())])
     else:
-        _refuse_foreign(ctx, observed, f"load balancer {name}")
+        refuse_foreign(ctx, observed, f"load balancer {name}")
         change = plan_load_balancer(spec, ctx, observed, subnet_ids, security_group.id, bucket)
-        _refuse_replace(change)
+        refuse_replace(change)
         arn = observed.id
         fields = {d.field: d for d in change.diffs}
         if "subnet_ids" in fields:
@@ -660,9 +657,9 @@ def ensure_target_group(spec: Stack, ctx: AwsContext, service: str, vpc: Observe
                     IpAddressType="ipv4", Tags=elb_tags(ctx, tg_component(service)), **health)["TargetGroups"][0]
         observed = _tg_observed(ctx, data, tags=ctx.tag_dict(tg_component(service)))
     else:
-        _refuse_foreign(ctx, observed, f"target group {name}")
+        refuse_foreign(ctx, observed, f"target group {name}")
         change = plan_target_group(spec, ctx, service, observed, vpc.id)
-        _refuse_replace(change)
+        refuse_replace(change)
         fields = set(change.changed_fields)
         if "health_check" in fields:
             args = {k: v for k, v in health.items() if k != "HealthCheckEnabled"}
@@ -781,7 +778,7 @@ def ensure_listener(spec: Stack, ctx: AwsContext, port: int, alb: Observed, cert
         data = call(f"create listener {port} of {alb.name}", elb.create_listener, LoadBalancerArn=alb.id, Port=port,
                     Tags=elb_tags(ctx, LISTENERS[port]), **args)["Listeners"][0]
         return _listener_observed(data, ctx.tag_dict(LISTENERS[port]))
-    _refuse_foreign(ctx, observed, f"listener {port} of {alb.name}")
+    refuse_foreign(ctx, observed, f"listener {port} of {alb.name}")
     change = plan_listener(spec, ctx, port, observed, cert_arn, groups)
     fields = set(change.changed_fields)
     if fields - {"tags"}:

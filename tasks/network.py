@@ -15,7 +15,15 @@ from typing import Any
 from spec import Stack
 from tasks import iam, kms, logs
 from tasks.aws import AwsContext, EcsflowError, call, call_or_none, tag_map, wait_until
-from tasks.contract import Change, FieldDiff, Observed, aws_task, plan_from, require_ours
+from tasks.contract import (
+    Change,
+    FieldDiff,
+    Observed,
+    aws_task,
+    plan_from,
+    refuse_replace,
+    require_ours,
+)
 
 NAT_TIMEOUT = 15 * 60
 ALL_TRAFFIC = "0.0.0.0/0"
@@ -47,6 +55,13 @@ def _tagged(ctx: AwsContext, items: Iterable[Any], component: str | None = None)
     return out
 
 
+def _find_one(ctx: AwsContext, component: str, method: Callable[..., Any], key: str, what: str,
+              extra_filters: Iterable[Any] = (), live: Callable[[Any], bool] = lambda _: True) -> Any | None:
+    """The one EC2 resource of `component` carrying our tags, or None."""
+    found = call(f"look up {what}", method, Filters=[*ctx.ec2_filters(component), *extra_filters])[key]
+    return _one([item for item in _tagged(ctx, found, component) if live(item)], what)
+
+
 def _one(items: list[Any], what: str) -> Any | None:
     if len(items) > 1:
         ids = ", ".join(str(i) for i in items)
@@ -71,10 +86,7 @@ def _create_tags(ctx: AwsContext, kind: str, component: str) -> list[Any]:
 
 def find_vpc(ctx: AwsContext) -> Observed | None:
     ec2 = ctx.ec2()
-    vpcs = _tagged(
-        ctx, call("look up the VPC", ec2.describe_vpcs, Filters=ctx.ec2_filters("vpc"))["Vpcs"], "vpc"
-    )
-    vpc = _one([v for v in vpcs if v.get("State") != "deleted"], "VPCs")
+    vpc = _find_one(ctx, "vpc", ec2.describe_vpcs, "Vpcs", "the VPC", live=lambda v: v.get("State") != "deleted")
     if vpc is None:
         return None
     vpc_id = vpc["VpcId"]
@@ -123,7 +135,7 @@ def ensure_vpc(spec: Stack, ctx: AwsContext) -> Observed:
         observed = find_vpc(ctx)
         assert observed is not None
     change = plan_vpc(spec, ctx, observed)
-    _refuse_replace(change)
+    refuse_replace(change)
     for diff in change.diffs:
         attr = {"dns_support": "EnableDnsSupport", "dns_hostnames": "EnableDnsHostnames"}[diff.field]
         call(
@@ -135,14 +147,6 @@ def ensure_vpc(spec: Stack, ctx: AwsContext) -> Observed:
         observed.attrs[diff.field] = diff.wanted
     return observed
 
-
-def _refuse_replace(change: Change) -> None:
-    if change.action == "replace":
-        fields = ", ".join(str(d) for d in change.diffs)
-        raise EcsflowError(
-            f"{change.resource} {change.name} cannot be changed in place ({fields}); "
-            f"revert the stack file, or `ecsflow down` and `up` again"
-        )
 
 
 # ---------------------------------------------------------------- subnets
@@ -169,16 +173,7 @@ def subnet_specs(spec: Stack) -> list[SubnetSpec]:
 
 
 def find_subnet(ctx: AwsContext, subnet: SubnetSpec) -> Observed | None:
-    found = _tagged(
-        ctx,
-        call(
-            f"look up subnet {subnet.component}",
-            ctx.ec2().describe_subnets,
-            Filters=ctx.ec2_filters(subnet.component),
-        )["Subnets"],
-        subnet.component,
-    )
-    data = _one(found, f"subnets {subnet.component}")
+    data = _find_one(ctx, subnet.component, ctx.ec2().describe_subnets, "Subnets", f"subnet {subnet.component}")
     if data is None:
         return None
     return _observed(
@@ -223,7 +218,7 @@ def ensure_subnet(ctx: AwsContext, subnet: SubnetSpec, vpc: Observed) -> Observe
         observed = find_subnet(ctx, subnet)
         assert observed is not None
     change = plan_subnet(ctx, subnet, observed)
-    _refuse_replace(change)
+    refuse_replace(change)
     if change.action == "update":
         call(
             f"turn off public IPs on {subnet.component}",
@@ -239,16 +234,7 @@ def ensure_subnet(ctx: AwsContext, subnet: SubnetSpec, vpc: Observed) -> Observe
 
 
 def find_internet_gateway(ctx: AwsContext) -> Observed | None:
-    found = _tagged(
-        ctx,
-        call(
-            "look up the internet gateway",
-            ctx.ec2().describe_internet_gateways,
-            Filters=ctx.ec2_filters("igw"),
-        )["InternetGateways"],
-        "igw",
-    )
-    data = _one(found, "internet gateways")
+    data = _find_one(ctx, "igw", ctx.ec2().describe_internet_gateways, "InternetGateways", "the internet gateway")
     if data is None:
         return None
     attached = sorted(
@@ -290,8 +276,7 @@ def ensure_internet_gateway(ctx: AwsContext, vpc: Observed) -> Observed:
 
 def find_elastic_ip(ctx: AwsContext, az: str) -> Observed | None:
     component = f"eip-nat-{az_suffix(az)}"
-    found = call(f"look up {component}", ctx.ec2().describe_addresses, Filters=ctx.ec2_filters(component))
-    data = _one(_tagged(ctx, found["Addresses"], component), f"elastic IPs {component}")
+    data = _find_one(ctx, component, ctx.ec2().describe_addresses, "Addresses", f"elastic IP {component}")
     if data is None:
         return None
     return _observed(data["AllocationId"], data.get("Tags"), public_ip=data.get("PublicIp"))
@@ -299,12 +284,8 @@ def find_elastic_ip(ctx: AwsContext, az: str) -> Observed | None:
 
 def find_nat_gateway(ctx: AwsContext, az: str) -> Observed | None:
     component = f"nat-{az_suffix(az)}"
-    found = call(
-        f"look up {component}",
-        ctx.ec2().describe_nat_gateways,
-        Filters=[*ctx.ec2_filters(component), {"Name": "state", "Values": ["pending", "available"]}],
-    )["NatGateways"]
-    data = _one(_tagged(ctx, found, component), f"NAT gateways {component}")
+    data = _find_one(ctx, component, ctx.ec2().describe_nat_gateways, "NatGateways", f"NAT gateway {component}",
+                     extra_filters=[{"Name": "state", "Values": ["pending", "available"]}])
     if data is None:
         return None
     return _observed(data["NatGatewayId"], data.get("Tags"), subnet_id=data["SubnetId"], state=data["State"])
@@ -391,16 +372,8 @@ def route_table_specs(spec: Stack) -> list[RouteTableSpec]:
 
 
 def find_route_table(ctx: AwsContext, table: RouteTableSpec) -> Observed | None:
-    found = _tagged(
-        ctx,
-        call(
-            f"look up {table.component}",
-            ctx.ec2().describe_route_tables,
-            Filters=ctx.ec2_filters(table.component),
-        )["RouteTables"],
-        table.component,
-    )
-    data = _one(found, f"route tables {table.component}")
+    data = _find_one(ctx, table.component, ctx.ec2().describe_route_tables, "RouteTables",
+                     f"route table {table.component}")
     if data is None:
         return None
     default: dict[str, Any] = next(
@@ -568,14 +541,8 @@ def security_rules(spec: Stack, groups: dict[str, str]) -> dict[str, list[Rule]]
 
 
 def find_security_group(ctx: AwsContext, component: str) -> Observed | None:
-    found = _tagged(
-        ctx,
-        call(f"look up {component}", ctx.ec2().describe_security_groups, Filters=ctx.ec2_filters(component))[
-            "SecurityGroups"
-        ],
-        component,
-    )
-    data = _one(found, f"security groups {component}")
+    data = _find_one(ctx, component, ctx.ec2().describe_security_groups, "SecurityGroups",
+                     f"security group {component}")
     if data is None:
         return None
     return _observed(
@@ -618,7 +585,7 @@ def ensure_security_group(ctx: AwsContext, component: str, vpc: Observed) -> Obs
             description=SECURITY_GROUPS[component],
             vpc_id=vpc_id,
         )
-    _refuse_replace(plan_security_group(ctx, component, observed))
+    refuse_replace(plan_security_group(ctx, component, observed))
     return observed
 
 
@@ -728,15 +695,8 @@ def _permission(rule: Rule) -> dict[str, Any]:
 
 
 def find_s3_endpoint(ctx: AwsContext) -> Observed | None:
-    found = _tagged(
-        ctx,
-        call("look up the S3 endpoint", ctx.ec2().describe_vpc_endpoints, Filters=ctx.ec2_filters("vpce-s3"))[
-            "VpcEndpoints"
-        ],
-        "vpce-s3",
-    )
-    live = [e for e in found if e.get("State", "").lower() not in ("deleted", "deleting")]
-    data = _one(live, "S3 gateway endpoints")
+    data = _find_one(ctx, "vpce-s3", ctx.ec2().describe_vpc_endpoints, "VpcEndpoints", "the S3 gateway endpoint",
+                     live=lambda e: e.get("State", "").lower() not in ("deleted", "deleting"))
     if data is None:
         return None
     return _observed(

@@ -27,8 +27,8 @@ from prefect import Task
 
 from spec import Stack
 from tasks import kms
-from tasks.aws import TAG_ENV, TAG_STACK, AwsContext, EcsflowError, NotOurs, call, call_or_none
-from tasks.contract import Change, Observed, aws_task, plan_from, require_ours
+from tasks.aws import TAG_ENV, TAG_STACK, AwsContext, NotOurs, call, call_or_none
+from tasks.contract import Change, Observed, aws_task, plan_from, refuse_replace, require_ours
 
 if TYPE_CHECKING:
     from mypy_boto3_ecr.type_defs import RepositoryTypeDef, TagTypeDef
@@ -214,11 +214,9 @@ def ensure_repository(spec: Stack, ctx: AwsContext, service: str, kms_key_arn: s
         # What CreateRepository answered plus the tags we sent; the lifecycle policy comes next.
         observed = _observe(resp["repository"], ctx.tag_dict(component(service)), None)
     change = plan_repository(spec, ctx, service, observed, kms_key_arn)
-    if change.action == "replace":
-        if not ctx.owns(observed.tags):
-            raise NotOurs(change.note)
-        raise EcsflowError(f"repository {name}: {', '.join(map(str, change.diffs))} cannot change in place; "
-                           f"{change.note}")
+    if change.action == "replace" and not ctx.owns(observed.tags):
+        raise NotOurs(change.note)
+    refuse_replace(change)
     wanted = {d.field: d.wanted for d in change.diffs}
     doing = f"reconcile repository {name}"
     if "image_tag_mutability" in wanted:
