@@ -14,7 +14,7 @@ from typing import Any
 from spec import Stack
 from tasks import kms, logs
 from tasks.aws import AwsContext, EcsflowError, NotOurs, call, call_or_none
-from tasks.contract import Change, Observed, aws_task, plan_from, project, require_ours
+from tasks.contract import Change, Observed, aws_task, current_of, plan_from, project, require_ours
 
 RESOURCE = "ecs cluster"
 COMPONENT = "cluster"
@@ -81,9 +81,8 @@ def find_cluster(ctx: AwsContext) -> Observed | None:
 
 
 def _current(observed: Observed, wanted: dict[str, Any]) -> dict[str, Any]:
-    current = {key: observed.attrs.get(key) for key in wanted if key != "tags"}
+    current = current_of(observed, wanted)
     current["exec_configuration"] = project(observed.attrs.get("exec_configuration"), wanted["exec_configuration"])
-    current["tags"] = {k: observed.tags.get(k) for k in wanted["tags"]}
     return current
 
 

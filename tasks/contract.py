@@ -83,6 +83,15 @@ def plan_from(resource: str, name: str, observed: Observed | None, wanted: Mappi
     return Change(resource, name, "update", diffs)
 
 
+def current_of(observed: Observed, wanted: Mapping[str, Any]) -> dict[str, Any]:
+    """What AWS holds, in the shape of `wanted`: the same attribute keys, and only our tag keys
+    (tags someone else added to our resource are not drift)."""
+    current = {key: observed.attrs.get(key) for key in wanted if key != "tags"}
+    if "tags" in wanted:
+        current["tags"] = {key: observed.tags.get(key) for key in wanted["tags"]}
+    return current
+
+
 def refuse_foreign(ctx: AwsContext, observed: Observed, what: str) -> None:
     """ensure_* never adopts a same-named resource someone else made."""
     if not ctx.owns(observed.tags):

@@ -39,6 +39,7 @@ from tasks.contract import (
     Change,
     Observed,
     aws_task,
+    current_of,
     diff_fields,
     plan_from,
     project,
@@ -179,9 +180,8 @@ def find_log_bucket(ctx: AwsContext) -> Observed | None:
 
 
 def _bucket_current(observed: Observed, wanted: dict[str, Any]) -> dict[str, Any]:
-    current = {k: observed.attrs.get(k) for k in wanted if k != "tags"}
+    current = current_of(observed, wanted)
     current["lifecycle"] = project(observed.attrs.get("lifecycle"), wanted["lifecycle"])
-    current["tags"] = {k: observed.tags.get(k) for k in wanted["tags"]}
     return current
 
 
@@ -638,8 +638,7 @@ def plan_target_group(spec: Stack, ctx: AwsContext, service: str, observed: Obse
     if observed is None or vpc_id is None:
         return Change("target group", name, "create" if observed is None else "no-op")
     wanted = _tg_wanted(spec, ctx, service, vpc_id)
-    current = {k: observed.attrs.get(k) for k in wanted if k != "tags"}
-    current["tags"] = {k: observed.tags.get(k) for k in wanted["tags"]}
+    current = current_of(observed, wanted)
     return plan_from("target group", name, observed, wanted, current=current,
                      immutable=("protocol", "target_type", "vpc_id"))
 
@@ -746,9 +745,8 @@ def find_listener(ctx: AwsContext, alb_arn: str, port: int) -> Observed | None:
 
 
 def _listener_current(observed: Observed, wanted: dict[str, Any]) -> dict[str, Any]:
-    current = {k: observed.attrs.get(k) for k in wanted if k != "tags"}
+    current = current_of(observed, wanted)
     current["default_actions"] = project(observed.attrs.get("default_actions"), wanted["default_actions"])
-    current["tags"] = {k: observed.tags.get(k) for k in wanted["tags"]}
     return current
 
 

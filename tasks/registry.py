@@ -28,7 +28,7 @@ from prefect import Task
 from spec import Stack
 from tasks import kms
 from tasks.aws import TAG_ENV, TAG_STACK, AwsContext, NotOurs, call, call_or_none
-from tasks.contract import Change, Observed, aws_task, plan_from, refuse_replace, require_ours
+from tasks.contract import Change, Observed, aws_task, current_of, plan_from, refuse_replace, require_ours
 
 if TYPE_CHECKING:
     from mypy_boto3_ecr.type_defs import RepositoryTypeDef, TagTypeDef
@@ -186,8 +186,7 @@ def plan_repository(spec: Stack, ctx: AwsContext, service: str, observed: Observ
                       note=f"repository {name} exists without the tags {TAG_STACK}={ctx.stack}, "
                            f"{TAG_ENV}={ctx.env}; ecsflow will not adopt it. Delete it or rename the stack.")
     wanted = _wanted(spec, ctx, service, kms_key_arn)
-    current = {key: observed.attrs.get(key) for key in wanted}
-    current["tags"] = {key: observed.tags.get(key) for key in wanted["tags"]}
+    current = current_of(observed, wanted)
     return plan_from(RESOURCE, name, observed, wanted, current=current, immutable=IMMUTABLE_FIELDS)
 
 

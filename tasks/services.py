@@ -32,7 +32,7 @@ from spec.stack import database_secret_key
 from tasks import iam, logs
 from tasks.aws import AwsContext, EcsflowError, NotOurs, call, call_or_none, error_code, progress, wait_until
 from tasks.cluster import cluster_name, ecs_tag_map, ecs_tags, exec_log_group
-from tasks.contract import Change, FieldDiff, Observed, aws_task, diff_fields, project, require_ours
+from tasks.contract import Change, FieldDiff, Observed, aws_task, current_of, diff_fields, project, require_ours
 from tasks.load_balancer import partition, resource_label
 
 ECS_PRINCIPAL = "ecs-tasks.amazonaws.com"
@@ -402,10 +402,9 @@ def _service_wanted(spec: Stack, ctx: AwsContext, service: str, *, task_definiti
 
 
 def service_diffs(observed: Observed, wanted: dict[str, Any]) -> tuple[FieldDiff, ...]:
-    current = {k: observed.attrs.get(k) for k in wanted if k != "tags"}
+    current = current_of(observed, wanted)
     current["deployment"] = project(observed.attrs.get("deployment"), wanted["deployment"])
     current["network"] = project(observed.attrs.get("network"), wanted["network"])
-    current["tags"] = {k: observed.tags.get(k) for k in wanted["tags"]}
     return tuple(d for d in diff_fields(current, wanted)
                  if not (d.field in SERVICE_OPTIONAL_ECHO and d.field not in observed.attrs))
 
