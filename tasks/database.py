@@ -247,13 +247,18 @@ def ensure_db_subnet_group(stack: Stack, ctx: AwsContext, subnets: list[Observed
 def delete_db_subnet_group(observed: Observed, ctx: AwsContext) -> None:
     """NotFound is success. While the instance is still being deleted AWS answers
     InvalidDBSubnetGroupStateFault, which tasks/aws.py classes as transient (retried)."""
-    what = f"DB subnet group {observed.name}"
-    got = call_or_none(f"look up {what}", ctx.rds().describe_db_subnet_groups,
-                       DBSubnetGroupName=observed.name)
-    if not got or not got["DBSubnetGroups"]:
+    _delete_group(ctx, f"DB subnet group {observed.name}", "DBSubnetGroup", observed.name,
+                  ctx.rds().describe_db_subnet_groups, ctx.rds().delete_db_subnet_group)
+
+
+def _delete_group(ctx: AwsContext, what: str, kind: str, name: str, describe: Callable[..., Any],
+                  delete: Callable[..., Any]) -> None:
+    """Delete a DB subnet or parameter group (`kind` names its API fields) if it is still there and ours."""
+    got = call_or_none(f"look up {what}", describe, **{f"{kind}Name": name})
+    if not got or not got[f"{kind}s"]:
         return
-    require_ours(ctx, _rds_tags(ctx, got["DBSubnetGroups"][0]["DBSubnetGroupArn"], what), what)
-    call_or_none(f"delete {what}", ctx.rds().delete_db_subnet_group, DBSubnetGroupName=observed.name)
+    require_ours(ctx, _rds_tags(ctx, got[f"{kind}s"][0][f"{kind}Arn"], what), what)
+    call_or_none(f"delete {what}", delete, **{f"{kind}Name": name})
 
 
 def inventory_db_subnet_groups(ctx: AwsContext) -> list[Observed]:
@@ -360,13 +365,8 @@ def ensure_db_parameter_group(stack: Stack, ctx: AwsContext) -> Observed:
 @aws_task(task_run_name="delete db parameter group")
 def delete_db_parameter_group(observed: Observed, ctx: AwsContext) -> None:
     """NotFound is success; InvalidDBParameterGroupState (still attached) is transient."""
-    what = f"DB parameter group {observed.name}"
-    got = call_or_none(f"look up {what}", ctx.rds().describe_db_parameter_groups,
-                       DBParameterGroupName=observed.name)
-    if not got or not got["DBParameterGroups"]:
-        return
-    require_ours(ctx, _rds_tags(ctx, got["DBParameterGroups"][0]["DBParameterGroupArn"], what), what)
-    call_or_none(f"delete {what}", ctx.rds().delete_db_parameter_group, DBParameterGroupName=observed.name)
+    _delete_group(ctx, f"DB parameter group {observed.name}", "DBParameterGroup", observed.name,
+                  ctx.rds().describe_db_parameter_groups, ctx.rds().delete_db_parameter_group)
 
 
 def inventory_db_parameter_groups(ctx: AwsContext) -> list[Observed]:
