@@ -131,6 +131,14 @@ class Database(Model):
         description="PostgreSQL parameters on top of ecsflow's defaults (rds.force_ssl=1, "
         "log_min_duration_statement=500, ...).",
     )
+    app_username: str = Field(
+        "app", pattern=r"^[a-z][a-z0-9_]{0,62}$",
+        description="The application's own database user (not the master user), created with its database, "
+        "grants and a generated password in a Secrets Manager secret on first provision, when a service takes a "
+        "`database_app:*` secret.")
+    init_image: str | None = Field(
+        None, min_length=1, description="Image with psql that runs the database initialisation as a one-off ECS "
+        "task. Default: public.ecr.aws/docker/library/postgres:{major version}-alpine.")
 
     @model_validator(mode="after")
     def _storage(self) -> Database:
@@ -139,6 +147,9 @@ class Database(Model):
                 f"max_allocated_storage_gb ({self.max_allocated_storage_gb}) must be at least "
                 f"allocated_storage_gb ({self.allocated_storage_gb})"
             )
+        if self.app_username.lower() == self.master_username.lower():
+            raise ValueError(f"app_username ({self.app_username}) must differ from master_username: the app gets "
+                             f"a user of its own")
         if not re.fullmatch(r"\d+(\.\d+)?", self.engine_version):
             raise ValueError(f"engine_version {self.engine_version!r} is not a PostgreSQL version like 16.4")
         return self
@@ -146,6 +157,10 @@ class Database(Model):
     @property
     def major_version(self) -> str:
         return self.engine_version.split(".")[0]
+
+    @property
+    def psql_image(self) -> str:
+        return self.init_image or f"public.ecr.aws/docker/library/postgres:{self.major_version}-alpine"
 
 
 class Registry(Model):
@@ -193,6 +208,18 @@ def database_secret_key(reference: str) -> str | None:
     return key if name == "database" and key in DATABASE_SECRET_KEYS else None
 
 
+APP_DATABASE_SECRET = "database_app"
+
+
+def app_database_secret_key(reference: str) -> str | None:
+    """The application user's secret (made by the DB initialisation, not the master one):
+    `database_app` -> "" (the whole JSON secret), `database_app:password` -> "password", else None."""
+    if reference == APP_DATABASE_SECRET:
+        return ""
+    name, _, key = reference.partition(":")
+    return key if name == APP_DATABASE_SECRET and key in DATABASE_SECRET_KEYS else None
+
+
 class Autoscaling(Model):
     """Target tracking on CPU and on ALB requests per target, between min_count and max_count."""
 
@@ -222,9 +249,15 @@ class Build(Model):
 
 
 class Service(Model):
-    port: int = Field(..., ge=1, le=65535, description="Container port the app listens on.")
-    health_check_path: str = Field(..., pattern=r"^/", description="Path the load balancer and the "
-                                   "container health check probe, e.g. /health.")
+    load_balanced: bool = Field(
+        True, description="false: a worker (queue consumer, scheduler) that takes no traffic from the load "
+        "balancer: no target group, listener rule or requests-per-target scaling. Its port and "
+        "health_check_path are then optional, and without them container_health_check is required.")
+    port: int | None = Field(None, ge=1, le=65535, description="Container port the app listens on (required "
+                             "when load_balanced).")
+    health_check_path: str | None = Field(None, pattern=r"^/", description="Path the load balancer and the "
+                                          "container health check probe, e.g. /health (required when "
+                                          "load_balanced).")
     cpu: int = Field(512, description="Fargate CPU units (256, 512, 1024, ...).")
     memory: int = Field(1024, description="MiB; must be a Fargate pair with cpu.")
     desired_count: int = Field(2, ge=0, le=1000)
@@ -261,6 +294,9 @@ class Service(Model):
         None, min_length=1, description="One-off command run as a task of the new revision (e.g. `php artisan "
         "migrate --force`) before the service moves to it; a non-zero exit stops the rollout.")
     migration_timeout_seconds: int = Field(900, ge=30, le=86400)
+    command: str | None = Field(
+        None, min_length=1, description="Run this command instead of the image's default (split like a shell "
+        "would, no shell features), e.g. a queue worker started from the web app's image.")
     cpu_architecture: Literal["X86_64", "ARM64"] = "X86_64"
     autoscaling: Autoscaling = Autoscaling()
     task_role_statements: list[dict[str, Any]] = Field(
@@ -297,10 +333,12 @@ class Service(Model):
         for name, ref in value.items():
             if not ENV_NAME.fullmatch(name):
                 raise ValueError(f"secret variable name {name!r} must match [A-Za-z_][A-Za-z0-9_]*")
-            if database_secret_key(ref) is None and not SECRET_ARN.fullmatch(ref):
+            if (database_secret_key(ref) is None and app_database_secret_key(ref) is None
+                    and not SECRET_ARN.fullmatch(ref)):
                 raise ValueError(
                     f"{name}: unknown secret reference {ref!r}; use a Secrets Manager or SSM parameter ARN, or "
-                    f"database / database:username / database:password")
+                    f"database / database:username / database:password (the master user), or database_app / "
+                    f"database_app:username / database_app:password (the application's own user)")
         return value
 
     @field_validator("writable_paths")
@@ -312,6 +350,24 @@ class Service(Model):
         if len(set(value)) != len(value):
             raise ValueError(f"writable_paths repeats a path: {value}")
         return value
+
+    @model_validator(mode="after")
+    def _worker(self) -> Service:
+        if self.load_balanced:
+            missing = [f for f in ("port", "health_check_path") if getattr(self, f) is None]
+            if missing:
+                raise ValueError(f"{' and '.join(missing)} required for a load-balanced service (set "
+                                 f"load_balanced: false for a worker that takes no traffic)")
+            return self
+        if "path_patterns" in self.model_fields_set:
+            raise ValueError("path_patterns: a service with load_balanced: false has no listener rule; remove it")
+        if self.container_health_check is None and (self.port is None or self.health_check_path is None):
+            raise ValueError("container_health_check: a worker without port and health_check_path needs a shell "
+                             "command that exits 0 while it is healthy, e.g. `pgrep -f queue:work`")
+        if self.autoscaling.enabled and self.autoscaling.cpu_target_percent is None:
+            raise ValueError("autoscaling.cpu_target_percent: a worker scales on CPU only (requests_per_target "
+                             "needs a load balancer); set it or autoscaling.enabled: false")
+        return self
 
     @model_validator(mode="after")
     def _fargate_size(self) -> Service:
@@ -333,11 +389,17 @@ class Service(Model):
 
     @property
     def is_default_route(self) -> bool:
-        return self.path_patterns == ["/*"]
+        return self.load_balanced and self.path_patterns == ["/*"]
 
     @property
     def uses_database_secret(self) -> bool:
-        return any(database_secret_key(ref) is not None for ref in self.secrets.values())
+        """Takes a database secret, the master's or the application user's (so it gets DB_HOST...)."""
+        return any(database_secret_key(ref) is not None or app_database_secret_key(ref) is not None
+                   for ref in self.secrets.values())
+
+    @property
+    def uses_app_database_secret(self) -> bool:
+        return any(app_database_secret_key(ref) is not None for ref in self.secrets.values())
 
     @property
     def scaling_bounds(self) -> tuple[int, int]:
@@ -380,6 +442,50 @@ class Cluster(Model):
 TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
 
 
+class Dns(Model):
+    """Route 53 for load_balancer.domain: alias records, a health check, the ACM validation records."""
+
+    hosted_zone_id: str | None = Field(None, pattern=r"^(/hostedzone/)?[A-Z0-9]{1,32}$",
+                                       description="The public hosted zone to write the records in.")
+    hosted_zone_name: str | None = Field(
+        None, description="Or find the public hosted zone by this name. Neither: the zone whose name is the "
+        "longest suffix of the domain.")
+    health_check: bool = Field(True, description="A Route 53 HTTPS health check of the app's health path.")
+    health_check_path: str | None = Field(
+        None, pattern=r"^/", description="Default: the health_check_path of the default (/*) service.")
+    validation_records: bool = Field(
+        True, description="Write ACM's DNS-validation CNAME records, so the certificates validate by themselves.")
+
+
+class Cdn(Model):
+    """CloudFront in front of the load balancer."""
+
+    enabled: bool = False
+    price_class: Literal["PriceClass_100", "PriceClass_200", "PriceClass_All"] = "PriceClass_100"
+    static_paths: list[str] = Field(
+        default_factory=lambda: ["/_nuxt/*", "/assets/*"],
+        description="Cached at the edge (CloudFront's managed CachingOptimized policy).")
+    uncached_paths: list[str] = Field(
+        default_factory=lambda: ["/api/*"], description="Never cached (CachingDisabled); so is the default route.")
+
+    @field_validator("static_paths", "uncached_paths")
+    @classmethod
+    def _paths(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            if not re.fullmatch(r"/[A-Za-z0-9_\-.$/~\"'@:+*?&]{0,254}", pattern):
+                raise ValueError(f"CloudFront path pattern {pattern!r} must start with / (e.g. /_nuxt/*)")
+        return value
+
+
+class Waf(Model):
+    """A WAFv2 web ACL: AWS managed rules (common, known bad inputs, SQL injection) and a rate limit.
+    On CloudFront when the CDN is on, otherwise on the load balancer."""
+
+    enabled: bool = False
+    rate_limit_per_5min: int = Field(2000, ge=100, le=2_000_000_000,
+                                     description="Requests per client IP in any 5 minutes before it is blocked.")
+
+
 class LoadBalancer(Model):
     domain: str | None = Field(
         None, pattern=r"^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$",
@@ -400,12 +506,63 @@ class LoadBalancer(Model):
         "Default: https://{domain} when a domain is set.")
     access_logs: bool = True
     access_log_expiry_days: int = Field(365, ge=1, le=3650, description="Access logs are deleted after this.")
+    dns: Dns | None = Field(None, description="Route 53 records for the domain (needs domain). Unset: none.")
+    cdn: Cdn = Cdn()
+    waf: Waf = Waf()
 
     @model_validator(mode="after")
     def _certificate(self) -> LoadBalancer:
         if self.domain and self.certificate_arn:
             raise ValueError("name either domain (a certificate is requested) or certificate_arn, not both")
+        plain = self.domain is not None and not self.domain.startswith("*.")
+        if self.dns is not None and not plain:
+            raise ValueError("dns: Route 53 records need load_balancer.domain (a name, not a wildcard)")
+        if self.cdn.enabled and not plain:
+            raise ValueError("cdn.enabled: CloudFront needs load_balancer.domain (its alias and certificate)")
+        if self.dns is not None and self.dns.hosted_zone_id and self.dns.hosted_zone_name:
+            raise ValueError("dns: name either hosted_zone_id or hosted_zone_name, not both")
         return self
+
+
+class Notifications(Model):
+    """Where run notifications go (deploy, rollback, backup, restore test)."""
+
+    block: str | None = Field(
+        None, min_length=1, description="Name of an `ecsflow-notifier` Prefect block (a Slack incoming webhook or "
+        "any apprise URL, kept secret in the block). Unset: notifications are off.")
+
+
+class ServiceDeploy(Model):
+    """How one service rolls out a new revision."""
+
+    strategy: Literal["rolling", "blue_green"] = Field(
+        "rolling", description="rolling: ECS rolling update (100 % / 200 %) with the circuit breaker and rollback. "
+        "blue_green: ECS native blue/green: the new revision starts beside the old one on an alternate target "
+        "group, a test listener rule reaches it, production traffic shifts at once, the old tasks stay for the "
+        "bake time.")
+    bake_time_minutes: int = Field(
+        10, ge=0, le=1440, description="blue_green: how long the old revision stays ready for an instant "
+        "rollback after the traffic shift.")
+    test_header: str = Field(
+        "X-Ecsflow-Test", pattern=r"^[A-Za-z0-9-]{1,40}$",
+        description="blue_green: requests carrying this header (any value) reach the new revision through the "
+        "test listener rule before the traffic shift.")
+
+
+class Deploy(Model):
+    """How `ecsflow deploy` (the deploy_app flow) rolls out a commit."""
+
+    stability_timeout_seconds: int = Field(
+        900, ge=10, le=7200, description="How long the services may take to become stable and healthy after the "
+        "update before the deploy rolls them back.")
+    overlap: Literal["queue", "cancel_older"] = Field(
+        "queue", description="A second deploy of the same stack while one runs: queue (it waits for a free slot) "
+        "or cancel_older (it cancels the running deploy, which rolls back what it updated, and goes on).")
+    services: dict[str, ServiceDeploy] = Field(
+        default_factory=dict, description="Per service settings; a service not named rolls out with `rolling`.")
+
+    def for_service(self, service: str) -> ServiceDeploy:
+        return self.services.get(service) or ServiceDeploy()
 
 
 class Stack(Model):
@@ -426,6 +583,8 @@ class Stack(Model):
     services: dict[str, Service] = Field(..., min_length=1)
     cluster: Cluster = Cluster()
     load_balancer: LoadBalancer = LoadBalancer()
+    notifications: Notifications = Notifications()
+    deploy: Deploy = Deploy()
 
     @field_validator("tags")
     @classmethod
@@ -447,7 +606,7 @@ class Stack(Model):
                 )
         claimed: dict[str, str] = {}
         for name, service in value.items():
-            for pattern in service.path_patterns:
+            for pattern in service.path_patterns if service.load_balanced else []:
                 if pattern in claimed:
                     raise ValueError(
                         f"path pattern collision: {pattern!r} is in services.{claimed[pattern]}.path_patterns and "
@@ -461,6 +620,14 @@ class Stack(Model):
         if self.is_prod and days is not None and days < 365:
             raise ValueError(f"cluster.log_retention_days: {days} is below the 365 days production logs keep "
                              f"(AWS Foundational Security Best Practices, CloudWatch.16)")
+        return self
+
+    @model_validator(mode="after")
+    def _deploy_services(self) -> Stack:
+        unknown = sorted(set(self.deploy.services) - set(self.services))
+        if unknown:
+            raise ValueError(f"deploy.services names {', '.join(unknown)}, which is not in services "
+                             f"({', '.join(self.services)})")
         return self
 
     @model_validator(mode="after")
@@ -495,6 +662,11 @@ class Stack(Model):
         if lb.public_url:
             return lb.public_url.rstrip("/")
         return f"https://{lb.domain}" if lb.domain and not lb.domain.startswith("*.") else None
+
+    @property
+    def uses_app_database_user(self) -> bool:
+        """Some service takes the application user's secret: the DB initialisation makes that user."""
+        return any(s.uses_app_database_secret for s in self.services.values())
 
     @property
     def alb_deletion_protection(self) -> bool:
