@@ -394,7 +394,8 @@ class Service(Model):
                 raise ValueError(
                     f"{name}: unknown secret reference {ref!r}; use a Secrets Manager or SSM parameter ARN, or "
                     f"database / database:username / database:password (the master user), or database_app / "
-                    f"database_app:username / database_app:password (the application's own user), or app:NAME (one of the stack's app_secrets)")
+                    f"database_app:username / database_app:password (the application's own user), or "
+                    f"app:NAME (one of the stack's app_secrets)")
         return value
 
     @field_validator("writable_paths")
@@ -704,6 +705,190 @@ class Backup(Model):
         "only: production leaves it unset).")
 
 
+GITHUB_REPOSITORY = r"^[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}/[A-Za-z0-9_.-]{1,100}$"
+
+
+class Pipeline(Model):
+    """CI/CD: the GitHub repository whose pushes deploy this stack, and the AWS side GitHub Actions uses
+    (an IAM OIDC provider for token.actions.githubusercontent.com and a CI role trusted by this repository's
+    branch alone). See docs/github.md."""
+
+    github_repository: str = Field(
+        ..., description="owner/name of the app's GitHub repository, e.g. example-org/library-app. Only its "
+        "`branch` may assume the CI role; the webhook receiver accepts pushes from it alone.")
+    branch: str = Field("main", description="The branch that deploys (no wildcards: the CI role's trust policy "
+                        "matches it exactly).")
+    oidc_provider: Literal["create", "existing"] = Field(
+        "create", description="create: make the account's GitHub OIDC provider if it is missing (tagged as this "
+        "stack's; an existing one is used as it is); existing: the provider must already exist, ecsflow never "
+        "creates, changes or deletes it.")
+    write_github_settings: bool = Field(
+        False, description="Write the repository's Actions variables (role ARN, region, repositories, webhook "
+        "URL) and the webhook secret through GitHub's REST API, with the token in github_token_block.")
+    github_token_block: str | None = Field(
+        None, min_length=1, description="Prefect Secret block holding a GitHub token that may write the "
+        "repository's Actions secrets and variables (fine-grained: Secrets and Variables read/write).")
+    webhook_url: str | None = Field(
+        None, pattern=r"^https://[^\s/]+(:\d+)?(/[^\s]*)?$",
+        description="HTTPS URL of the webhook receiver's /github endpoint; deploy.yml posts the signed push "
+        "there once the image is in ECR.")
+    webhook_secret_block: str = Field(
+        "ecsflow-webhook-secret", min_length=1, description="Prefect Secret block with the webhook HMAC secret "
+        "(the one the receiver verifies with); written as the Actions secret ECSFLOW_WEBHOOK_SECRET.")
+    github_api_url: str = Field(
+        "https://api.github.com", pattern=r"^https?://[^\s]+$",
+        description="GitHub's REST API (GitHub Enterprise Server: https://HOST/api/v3).")
+
+    @field_validator("github_repository")
+    @classmethod
+    def _repository(cls, value: str) -> str:
+        if not re.fullmatch(GITHUB_REPOSITORY, value) or value.split("/")[1] in (".", ".."):
+            raise ValueError(f"github_repository {value!r} must be owner/name as on GitHub, e.g. "
+                             f"example-org/library-app (owner: letters, digits, single hyphens; name: letters, "
+                             f"digits, . _ -)")
+        return value
+
+    @field_validator("branch")
+    @classmethod
+    def _branch(cls, value: str) -> str:
+        if (value.startswith(("refs/", "/", "-")) or value.endswith(("/", ".lock", "."))
+                or not re.fullmatch(r"[A-Za-z0-9._/-]{1,200}", value) or ".." in value or "//" in value):
+            raise ValueError(f"branch {value!r} must be a plain branch name such as main or release/v2 (no refs/ "
+                             f"prefix, no wildcards: the CI role trusts exactly this branch)")
+        return value
+
+    @model_validator(mode="after")
+    def _token(self) -> Pipeline:
+        if self.write_github_settings and not self.github_token_block:
+            raise ValueError("write_github_settings needs github_token_block: the name of a Prefect Secret block "
+                             "holding a GitHub token allowed to write the repository's Actions secrets and variables")
+        return self
+
+    @property
+    def owner(self) -> str:
+        return self.github_repository.split("/")[0]
+
+    @property
+    def repository_name(self) -> str:
+        return self.github_repository.split("/")[1]
+
+
+class AlarmDefault(Model):
+    """One alarm kind's settings: `threshold` in the unit named in ALARM_KINDS."""
+
+    threshold: float
+    period_seconds: int = 60
+    evaluation_periods: int = 5
+    datapoints_to_alarm: int | None = None
+    enabled: bool = True
+
+
+# Alarm kind -> (unit of the threshold, default). docs/monitoring.md lists what each one means.
+ALARM_KINDS: dict[str, tuple[str, AlarmDefault]] = {
+    "service_cpu": ("percent", AlarmDefault(threshold=85, period_seconds=60, evaluation_periods=5)),
+    "service_memory": ("percent", AlarmDefault(threshold=85, period_seconds=60, evaluation_periods=5)),
+    "running_tasks": ("tasks missing", AlarmDefault(threshold=0, period_seconds=60, evaluation_periods=5)),
+    "service_5xx": ("count", AlarmDefault(threshold=5, period_seconds=60, evaluation_periods=2)),
+    "unhealthy_hosts": ("hosts", AlarmDefault(threshold=0, period_seconds=60, evaluation_periods=3)),
+    "alb_5xx": ("count", AlarmDefault(threshold=10, period_seconds=60, evaluation_periods=5,
+                                      datapoints_to_alarm=3)),
+    "target_5xx": ("count", AlarmDefault(threshold=10, period_seconds=60, evaluation_periods=5,
+                                         datapoints_to_alarm=3)),
+    "latency_p95": ("seconds", AlarmDefault(threshold=1.0, period_seconds=60, evaluation_periods=5)),
+    "latency_p99": ("seconds", AlarmDefault(threshold=2.5, period_seconds=60, evaluation_periods=5)),
+    "db_cpu": ("percent", AlarmDefault(threshold=80, period_seconds=300, evaluation_periods=3)),
+    "db_free_storage": ("GiB", AlarmDefault(threshold=2, period_seconds=300, evaluation_periods=1)),
+    "db_freeable_memory": ("MiB", AlarmDefault(threshold=256, period_seconds=300, evaluation_periods=3)),
+    "db_connections": ("connections", AlarmDefault(threshold=200, period_seconds=300, evaluation_periods=3)),
+    "app_errors": ("log lines", AlarmDefault(threshold=5, period_seconds=300, evaluation_periods=1)),
+    "http_5xx": ("log lines", AlarmDefault(threshold=10, period_seconds=300, evaluation_periods=1)),
+}
+
+
+class AlarmOverride(Model):
+    """Per alarm kind: whatever is set replaces ecsflow's default; the rest stays."""
+
+    threshold: float | None = Field(None, ge=0, description="In the kind's unit (see docs/monitoring.md).")
+    period_seconds: int | None = Field(None, description="10, 30 or a multiple of 60.")
+    evaluation_periods: int | None = Field(None, ge=1, le=100)
+    datapoints_to_alarm: int | None = Field(None, ge=1, le=100, description="M of the N evaluation periods "
+                                            "(default: all of them).")
+    enabled: bool | None = None
+
+    @field_validator("period_seconds")
+    @classmethod
+    def _period(cls, value: int | None) -> int | None:
+        if value is not None and not (value in (10, 30) or (value >= 60 and value % 60 == 0)):
+            raise ValueError(f"period_seconds {value}: CloudWatch takes 10, 30 or a multiple of 60")
+        if value is not None and value > 86400:
+            raise ValueError(f"period_seconds {value}: at most 86400 (a day)")
+        return value
+
+
+class Monitoring(Model):
+    """Alarms (to an encrypted SNS topic), log metric filters, a dashboard and a monthly cost budget."""
+
+    enabled: bool = True
+    alarm_emails: list[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]] = Field(
+        default_factory=list, description="E-mail addresses subscribed to the alarm topic (each confirms once).")
+    https_endpoints: list[Annotated[str, Field(pattern=r"^https://[^\s/]+(:\d+)?(/[^\s]*)?$")]] = Field(
+        default_factory=list, description="HTTPS endpoints subscribed to the alarm topic (a chat webhook relay, "
+        "an on-call service). They may hold tokens: ecsflow shows only their host.")
+    alarms: dict[str, AlarmOverride] = Field(
+        default_factory=dict, description="Per alarm kind (service_cpu, latency_p95, db_free_storage, ...: see "
+        "docs/monitoring.md), threshold / period_seconds / evaluation_periods / datapoints_to_alarm / enabled.")
+    app_error_pattern: str = Field(
+        '?".ERROR:" ?".CRITICAL:" ?".ALERT:" ?".EMERGENCY:"', min_length=1, max_length=1024,
+        description="CloudWatch Logs filter pattern for application errors (default: Laravel/Monolog's "
+        "`channel.LEVEL:` lines at ERROR and above).")
+    http_5xx_pattern: str = Field(
+        "{ $.status >= 500 }", min_length=1, max_length=1024,
+        description="Filter pattern for 5xx answers in the web server's access log (default: the JSON access "
+        "log of the images' nginx).")
+    dashboard: bool = Field(True, description="A CloudWatch dashboard of the services, load balancer and database.")
+    monthly_budget_usd: float | None = Field(
+        None, gt=0, le=1_000_000_000, description="A monthly cost budget (the whole account's cost) alerting the "
+        "alarm topic. Unset: no budget.")
+    budget_actual_percents: list[Annotated[float, Field(gt=0, le=1000)]] = Field(
+        default_factory=lambda: [80.0, 100.0], description="Alert when the month's actual cost passes these "
+        "percentages of the budget.")
+    budget_forecast_percent: float | None = Field(
+        100.0, gt=0, le=1000, description="Alert when the month's forecast passes this percentage; null: off.")
+
+    @field_validator("alarms")
+    @classmethod
+    def _alarm_kinds(cls, value: dict[str, AlarmOverride]) -> dict[str, AlarmOverride]:
+        unknown = sorted(set(value) - set(ALARM_KINDS))
+        if unknown:
+            raise ValueError(f"unknown alarm kind(s) {', '.join(unknown)}; use one of {', '.join(ALARM_KINDS)}")
+        for kind, override in value.items():
+            periods = override.evaluation_periods or ALARM_KINDS[kind][1].evaluation_periods
+            if override.datapoints_to_alarm is not None and override.datapoints_to_alarm > periods:
+                raise ValueError(f"{kind}: datapoints_to_alarm ({override.datapoints_to_alarm}) cannot exceed "
+                                 f"evaluation_periods ({periods})")
+        return value
+
+    @field_validator("budget_actual_percents")
+    @classmethod
+    def _percents(cls, value: list[float]) -> list[float]:
+        if len(set(value)) != len(value) or len(value) > 4:
+            raise ValueError(f"budget_actual_percents: at most 4 distinct percentages, got {value}")
+        return sorted(value)
+
+    def alarm(self, kind: str) -> AlarmDefault:
+        """The kind's settings: ecsflow's default with the stack's overrides on top."""
+        default = ALARM_KINDS[kind][1]
+        override = self.alarms.get(kind)
+        if override is None:
+            return default
+        merged = default.model_copy(update=override.model_dump(exclude_none=True))
+        if override.evaluation_periods is not None and override.datapoints_to_alarm is None:
+            merged = merged.model_copy(update={"datapoints_to_alarm": default.datapoints_to_alarm
+                                               if (default.datapoints_to_alarm or 0) <= merged.evaluation_periods
+                                               else None})
+        return merged
+
+
 class Stack(Model):
     """One application environment: everything ecsflow builds for it."""
 
@@ -729,6 +914,10 @@ class Stack(Model):
         default_factory=dict, description="Secrets ecsflow generates in Secrets Manager (name -> how); a service "
         "takes one with `secrets: {APP_KEY: app:NAME}`.")
     security: Security = Security()
+    monitoring: Monitoring = Field(default_factory=Monitoring)
+    pipeline: Pipeline | None = Field(
+        None, description="GitHub Actions CI/CD for this stack (OIDC provider, CI role, workflow settings). "
+        "Unset: no pipeline phase.")
 
     @field_validator("tags")
     @classmethod
