@@ -18,6 +18,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
+from prefect.futures import wait
 from pydantic import Field
 
 from flows.common import StackRun, open_stack, settle
@@ -27,6 +28,7 @@ from flows.phase_images import collect, image_outputs, stack_dir, submit_images
 from flows.phase_load_balancer import load_balancer_outputs, submit_load_balancer
 from flows.phase_network import network_outputs, submit_network
 from flows.phase_registry import submit_registry
+from flows.phase_security import submit_app_secrets, submit_guardrails
 from tasks import kms
 
 
@@ -45,11 +47,14 @@ def provision_flow(params: ProvisionRun = ProvisionRun()) -> dict[str, Any]:  # 
     db = submit_database(spec, ctx, private_subnets=net.tier("private"),
                          rds_security_group=net.security_groups["sg-rds"], rds_key=keys["rds"])
     keys["ecr"] = kms.ensure_key.submit(ctx, "ecr")
+    app_secrets = submit_app_secrets(spec, ctx)  # values made inside the tasks; only ARNs come back
+    guardrails = submit_guardrails(spec, ctx)
     registry = submit_registry(spec, ctx, keys["ecr"])
     image_futures = {} if params.skip_images else submit_images(spec, ctx, registry.repositories,
                                                                 stack_dir(params))
     balancer = submit_load_balancer(spec, ctx, vpc=net.vpc, public_subnets=net.tier("public"),
                                     alb_security_group=net.security_groups["sg-alb"])
+    wait(list(app_secrets.values()))  # the task definitions name the app secrets by ARN (failures: settle below)
     cluster = submit_services(spec, ctx, submit_cluster(spec, ctx, keys["logs"]), logs_key=keys["logs"],
                               repositories=registry.repositories, database=db.instance,
                               private_subnets=net.tier("private"), ecs_security_group=net.security_groups["sg-ecs"],
@@ -59,7 +64,7 @@ def provision_flow(params: ProvisionRun = ProvisionRun()) -> dict[str, Any]:  # 
         get_run_logger().info("images phase skipped (--skip-images): services without an image will start at "
                               "desired count 0")
     settle([*keys.values(), *registry.all(), *net.all(), *db.all(), *image_futures.values(), *balancer.all(),
-            *cluster.all()])
+            *cluster.all(), *app_secrets.values(), *guardrails])
 
     outputs: dict[str, Any] = {"stack": f"{spec.name}-{spec.env}", "region": ctx.region}
     outputs.update(network_outputs(net))

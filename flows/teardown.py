@@ -13,6 +13,7 @@ from pydantic import Field
 from flows.common import StackRun, open_stack, settle
 from flows.phase_cluster import submit_cluster_teardown
 from flows.phase_load_balancer import submit_load_balancer_teardown
+from flows.phase_security import submit_app_secrets_teardown
 from tasks import database, iam, kms, logs, network, registry
 from tasks.aws import EcsflowError
 from tasks.inventory import take_inventory
@@ -70,6 +71,8 @@ def teardown_flow(params: TeardownRun = TeardownRun()) -> dict[str, Any]:  # noq
     snapshots = [s for s in (f.result() for f in instances) if s]
     rest = [logs.delete_log_group.submit(o, ctx) for o in found[("logs", "log group")]]
     rest += [iam.delete_role.submit(o, ctx) for o in found[("iam", "iam role")]]
+    # App secrets: a 30-day recovery window in prod (undo with RestoreSecret, or the next `up`), gone at once elsewhere.
+    rest += submit_app_secrets_teardown(found, ctx, prod=spec.is_prod)
     for key in found[("kms", "kms key")]:
         if snapshots and key.attrs.get("purpose") == "rds":
             # The final snapshot is encrypted with this key: deleting it would make the snapshot useless.

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tasks import cluster, database, iam, kms, load_balancer, logs, network, registry, services
+from tasks import app_secrets, cluster, database, iam, kms, load_balancer, logs, network, registry, services
 from tasks.aws import TAG_COMPONENT, AwsContext
 from tasks.contract import Observed, aws_task
 
@@ -37,6 +37,7 @@ def inventory(ctx: AwsContext) -> dict[tuple[str, str], list[Observed]]:
     found[("logs", "log group")] = logs.inventory_log_groups(ctx)
     found[("iam", "iam role")] = iam.inventory_roles(ctx)
     found[("registry", "ecr repository")] = registry.inventory_repositories(ctx)
+    found[("security", "app secret")] = app_secrets.inventory_app_secrets(ctx)
     found[("kms", "kms key")] = kms.inventory_keys(ctx)
     return found
 

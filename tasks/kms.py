@@ -112,7 +112,27 @@ def key_policy(ctx: AwsContext, purpose: str, account: str, part: str | None = N
                 "kms:EncryptionContext:aws:logs:arn": logs_arn_patterns(ctx, account, part),
             }},
         })
+    statements += _service_statements(ctx, purpose, account)
     return {"Version": "2012-10-17", "Id": f"ecsflow-{ctx.prefix}-{purpose}", "Statement": statements}
+
+
+# Services that encrypt with a key themselves (not on behalf of an IAM caller) need the key policy to
+# name them; the aws:SourceAccount condition keeps another account's resources of that service out.
+# "secrets" needs no such statement: Secrets Manager uses the key as the calling principal, whose IAM
+# policy grants kms:Decrypt / GenerateDataKey (with kms:ViaService), which the root statement enables.
+SERVICE_USERS = {
+    "s3": ("config.amazonaws.com", ["kms:Decrypt", "kms:GenerateDataKey"]),  # AWS Config's delivery channel
+    "sns": ("cloudwatch.amazonaws.com", ["kms:Decrypt", "kms:GenerateDataKey*"]),  # alarms publishing to topics
+}
+OPTIONAL_PURPOSES = ("secrets", "s3", "sns")  # made only when the stack uses them (app_secrets, Config...)
+
+
+def _service_statements(ctx: AwsContext, purpose: str, account: str) -> list[dict[str, Any]]:
+    if purpose not in SERVICE_USERS:
+        return []
+    principal, actions = SERVICE_USERS[purpose]
+    return [{"Sid": "ServiceUse", "Effect": "Allow", "Principal": {"Service": principal}, "Action": actions,
+             "Resource": "*", "Condition": {"StringEquals": {"aws:SourceAccount": account}}}]
 
 
 def _kms_tags(ctx: AwsContext, purpose: str) -> list[TagTypeDef]:

@@ -25,11 +25,12 @@ so they never cause an update loop.
 from __future__ import annotations
 
 import hashlib
+import shlex
 from typing import Any
 
 from spec import Stack
-from spec.stack import database_secret_key
-from tasks import iam, logs
+from spec.stack import app_database_secret_key, app_secret_name, database_secret_key
+from tasks import app_secrets, iam, logs
 from tasks.aws import AwsContext, EcsflowError, NotOurs, call, call_or_none, error_code, progress, wait_until
 from tasks.cluster import cluster_name, ecs_tag_map, ecs_tags, exec_log_group
 from tasks.contract import Change, FieldDiff, Observed, aws_task, current_of, diff_fields, project, require_ours
@@ -75,11 +76,34 @@ def secret_arns(spec: Stack, service: str, database: Observed | None) -> list[st
     for ref in spec.services[service].secrets.values():
         if database_secret_key(ref) is not None:
             arns.add(_master_secret(spec, service, database))
+        elif app_database_secret_key(ref) is not None:
+            arns.add(_app_database_secret(AwsContext.for_stack(spec), service))
+        elif app_secret_name(ref) is not None:
+            continue  # the stack's own app secrets: granted by name pattern in execution_role
         elif ":secretsmanager:" in ref:
             arns.add(":".join(ref.split(":")[:7]))  # arn:aws:secretsmanager:region:account:secret:name-AbCdEf
         else:
             arns.add(ref)
     return sorted(arns)
+
+
+def _app_secret_arn(ctx: AwsContext, service: str, name: str) -> str:
+    arn = app_secrets.app_secret_arn(ctx, name)
+    if not arn:
+        raise EcsflowError(f"service {service} takes app secret {name}, which does not exist yet; `ecsflow up` "
+                           f"creates it (app_secrets in the stack file) before the task definitions")
+    return arn
+
+
+def _app_database_secret(ctx: AwsContext, service: str) -> str:
+    """The application database user's secret (tasks/dbinit.py makes it before the task definitions)."""
+    from tasks import dbinit
+
+    found = dbinit.find_app_secret(ctx)
+    if found is None:
+        raise EcsflowError(f"service {service} takes the application database user's secret (database_app), "
+                           f"which does not exist yet; `ecsflow up` creates it before the task definitions")
+    return found.id
 
 
 def _master_secret(spec: Stack, service: str, database: Observed | None) -> str:
@@ -109,9 +133,30 @@ def execution_role(spec: Stack, ctx: AwsContext, service: str, repository_arn: s
     if params:
         statements.append({"Sid": "ReadOwnParameters", "Effect": "Allow", "Action": "ssm:GetParameters",
                            "Resource": params})
+    statements += app_secret_statements(spec, ctx, service)
     return iam.RoleSpec(component=f"{service}-execution", service_principal=ECS_PRINCIPAL,
                         inline_policies={"pull-logs-secrets": {"Version": "2012-10-17", "Statement": statements}},
                         description=f"ecsflow {ctx.prefix}: ECS pulls, logs and reads secrets for {service}")
+
+
+def app_secret_statements(spec: Stack, ctx: AwsContext, service: str) -> list[dict[str, Any]]:
+    """Read (and decrypt through Secrets Manager) only the app secrets this service names. The ARN
+    pattern is the secret's name plus the 6 random characters AWS appends (`-??????`), so neither
+    another service's secret nor one named `{name}-more` matches."""
+    names = sorted({n for n in (app_secret_name(r) for r in spec.services[service].secrets.values()) if n})
+    if not names:
+        return []
+    base = f"arn:{partition(ctx.region)}:secretsmanager:{ctx.region}:{ctx.account_id()}:secret:"
+    arns = [f"{base}{app_secrets.secret_name(ctx, n)}-??????" for n in names]
+    return [
+        {"Sid": "ReadOwnAppSecrets", "Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": arns},
+        # The key is the stack's "secrets" key; the conditions confine its use to Secrets Manager
+        # decrypting exactly these secrets (their ARN is the encryption context).
+        {"Sid": "DecryptOwnAppSecrets", "Effect": "Allow", "Action": "kms:Decrypt",
+         "Resource": f"arn:{partition(ctx.region)}:kms:{ctx.region}:{ctx.account_id()}:key/*",
+         "Condition": {"StringEquals": {"kms:ViaService": f"secretsmanager.{ctx.region}.amazonaws.com"},
+                       "StringLike": {"kms:EncryptionContext:SecretARN": arns}}},
+    ]
 
 
 def task_role(spec: Stack, ctx: AwsContext, service: str) -> iam.RoleSpec:
@@ -155,7 +200,7 @@ def service_image(spec: Stack, ctx: AwsContext, service: str, repository: Observ
 def container_definition(spec: Stack, ctx: AwsContext, service: str, image: str, log_group_name: str,
                          database: Observed | None) -> dict[str, Any]:
     svc = spec.services[service]
-    environment = {"PORT": str(svc.port)}
+    environment = {"PORT": str(svc.port)} if svc.port is not None else {}
     if svc.uses_database_secret and database is not None:
         environment.update(DB_HOST=str(database.attrs.get("endpoint") or ""), DB_PORT=str(database.attrs["port"]),
                            DB_DATABASE=spec.database.db_name)
@@ -163,7 +208,14 @@ def container_definition(spec: Stack, ctx: AwsContext, service: str, image: str,
     secrets = []
     for name, ref in sorted(svc.secrets.items()):
         key = database_secret_key(ref)
-        if key is None:
+        app_secret = app_secret_name(ref)
+        app_key = app_database_secret_key(ref)
+        if app_key is not None:
+            arn = _app_database_secret(ctx, service)
+            secrets.append({"name": name, "valueFrom": f"{arn}:{app_key}::" if app_key else arn})
+        elif app_secret is not None:
+            secrets.append({"name": name, "valueFrom": _app_secret_arn(ctx, service, app_secret)})
+        elif key is None:
             secrets.append({"name": name, "valueFrom": ref})
         else:
             arn = _master_secret(spec, service, database)
@@ -177,7 +229,7 @@ def container_definition(spec: Stack, ctx: AwsContext, service: str, image: str,
         # The task's whole memory as the container's hard limit: the same in effect, and one-off
         # tasks (run_task) need a container-level value.
         "memory": svc.memory,
-        "portMappings": [{"containerPort": svc.port, "protocol": "tcp"}],
+        "portMappings": [{"containerPort": svc.port, "protocol": "tcp"}] if svc.port is not None else [],
         "environment": [{"name": k, "value": v} for k, v in sorted(environment.items())],
         "healthCheck": {"command": ["CMD-SHELL", probe], "interval": 30, "timeout": 5, "retries": 3,
                         "startPeriod": min(svc.health_check_grace_seconds, HEALTH_START_PERIOD_MAX)},
@@ -192,6 +244,8 @@ def container_definition(spec: Stack, ctx: AwsContext, service: str, image: str,
     }
     if secrets:
         container["secrets"] = secrets
+    if svc.command:
+        container["command"] = shlex.split(svc.command)
     return container
 
 
@@ -380,14 +434,15 @@ def desired_count(spec: Stack, service: str, image_known: bool, observed: Observ
     return wanted
 
 
-def _service_wanted(spec: Stack, ctx: AwsContext, service: str, *, task_definition_arn: str, target_group_arn: str,
-                    subnet_ids: list[str], security_group_id: str, image_known: bool,
+def _service_wanted(spec: Stack, ctx: AwsContext, service: str, *, task_definition_arn: str,
+                    target_group_arn: str | None, subnet_ids: list[str], security_group_id: str, image_known: bool,
                     observed: Observed | None) -> dict[str, Any]:
+    """A service with load_balanced: false (a worker) has no target group: target_group_arn is None."""
     svc = spec.services[service]
-    return {
+    wanted = {
         "task_definition": task_definition_arn,
         "load_balancers": [{"targetGroupArn": target_group_arn, "containerName": service,
-                            "containerPort": svc.port}],
+                            "containerPort": svc.port}] if target_group_arn else [],
         "network": {"subnets": sorted(subnet_ids), "securityGroups": [security_group_id],
                     "assignPublicIp": "DISABLED"},
         "health_check_grace": svc.health_check_grace_seconds,
@@ -399,6 +454,9 @@ def _service_wanted(spec: Stack, ctx: AwsContext, service: str, *, task_definiti
         "desired_count": desired_count(spec, service, image_known, observed),
         "tags": ctx.tag_dict(svc_component(service)),
     }
+    if not target_group_arn:
+        del wanted["health_check_grace"]  # a grace period for load balancer health checks needs a load balancer
+    return wanted
 
 
 def service_diffs(observed: Observed, wanted: dict[str, Any]) -> tuple[FieldDiff, ...]:
@@ -427,21 +485,26 @@ def _client_token(ctx: AwsContext, *parts: str) -> str:
 
 @aws_task(task_run_name="ensure ecs service {service}")
 def ensure_service(spec: Stack, ctx: AwsContext, service: str, *, cluster: Observed, task_definition: Observed,
-                   target_group: Observed, private_subnets: list[Observed], security_group: Observed) -> Observed:
+                   target_group: Observed | None, private_subnets: list[Observed],
+                   security_group: Observed) -> Observed:
     ecs = ctx.ecs()
     name = service_name(ctx, service)
     image_known = bool(task_definition.attrs.get("image_known"))
     observed = find_service(ctx, service)
     wanted = _service_wanted(spec, ctx, service, task_definition_arn=task_definition.id,
-                             target_group_arn=target_group.id, subnet_ids=[s.id for s in private_subnets],
+                             target_group_arn=target_group.id if target_group else None,
+                             subnet_ids=[s.id for s in private_subnets],
                              security_group_id=security_group.id, image_known=image_known, observed=observed)
     if observed is None:
+        grace = {}
+        if "health_check_grace" in wanted:
+            grace["healthCheckGracePeriodSeconds"] = wanted["health_check_grace"]
         data = call(f"create ECS service {name}", ecs.create_service, cluster=cluster.id, serviceName=name,
                     taskDefinition=task_definition.id, desiredCount=wanted["desired_count"],
                     capacityProviderStrategy=wanted["capacity_strategy"], platformVersion="LATEST",
                     networkConfiguration={"awsvpcConfiguration": wanted["network"]},
                     loadBalancers=wanted["load_balancers"],
-                    healthCheckGracePeriodSeconds=wanted["health_check_grace"],
+                    **grace,
                     deploymentConfiguration=wanted["deployment"], deploymentController={"type": "ECS"},
                     schedulingStrategy="REPLICA", enableExecuteCommand=wanted["enable_exec"],
                     propagateTags="SERVICE", enableECSManagedTags=True,
@@ -552,7 +615,7 @@ def _scaling_wanted(spec: Stack, ctx: AwsContext, service: str, label: str | Non
             "TargetValue": float(auto.cpu_target_percent),
             "PredefinedMetricSpecification": {"PredefinedMetricType": "ECSServiceAverageCPUUtilization"},
             **cooldowns}
-    if auto.requests_per_target is not None:
+    if auto.requests_per_target is not None and svc.load_balanced:
         policies[policy_name(ctx, service, "requests")] = {
             "TargetValue": float(auto.requests_per_target),
             "PredefinedMetricSpecification": {"PredefinedMetricType": "ALBRequestCountPerTarget",
@@ -599,8 +662,8 @@ def plan_scaling(spec: Stack, ctx: AwsContext, service: str, observed: Observed 
 
 
 @aws_task(task_run_name="ensure autoscaling {service}")
-def ensure_scaling(spec: Stack, ctx: AwsContext, service: str, *, ecs_service: Observed, load_balancer: Observed,
-                   target_group: Observed) -> Observed | None:
+def ensure_scaling(spec: Stack, ctx: AwsContext, service: str, *, ecs_service: Observed,
+                   load_balancer: Observed | None, target_group: Observed | None) -> Observed | None:
     """Register the service's scalable target and its two target-tracking policies (the ALB one
     needs the target group to be attached to the load balancer by a listener or rule first)."""
     aas = ctx.autoscaling()
@@ -613,7 +676,7 @@ def ensure_scaling(spec: Stack, ctx: AwsContext, service: str, *, ecs_service: O
         return None
     if not ecs_service.attrs.get("image_known") and observed is None:
         return None  # min 2 tasks of an image that does not exist would only fail; next `up` registers it
-    label = resource_label(load_balancer.id, target_group.id)
+    label = resource_label(load_balancer.id, target_group.id) if load_balancer and target_group else None
     wanted = _scaling_wanted(spec, ctx, service, label)
     current = _scaling_current(observed, wanted) if observed else {"policies": {}}
     if observed is None or diff_fields(current, {k: wanted[k] for k in ("min_capacity", "max_capacity")}):
@@ -686,6 +749,10 @@ def plan_services(spec: Stack, ctx: AwsContext) -> list[Change]:
         repo = registry.find_repository(spec, ctx, service)
         needs_db = svc.uses_database_secret
         db_ready = not needs_db or bool(db and db.attrs.get("master_secret_arn"))
+        if svc.uses_app_database_secret:
+            from tasks import dbinit
+
+            db_ready = db_ready and dbinit.find_app_secret(ctx) is not None
         secrets = secret_arns(spec, service, db) if db_ready else None
         exec_spec = execution_role(spec, ctx, service, repo.id, secrets) if repo and secrets is not None else None
         exec_found = iam.find_role(ctx, exec_spec or execution_role(spec, ctx, service, "", []))
@@ -701,6 +768,8 @@ def plan_services(spec: Stack, ctx: AwsContext) -> list[Change]:
         observed_td = find_task_definition(ctx, service)
         image, known = service_image(spec, ctx, service, repo) if repo else ("", False)
         ready = repo is not None and db_ready and exec_found is not None and task_found is not None
+        ready = ready and all(app_secrets.app_secret_arn(ctx, n) for n in
+                              {app_secret_name(r) for r in svc.secrets.values()} - {None} if n)
         wanted_td = task_definition(spec, ctx, service, image=image, execution_role_arn=exec_found.id,
                                     task_role_arn=task_found.id, log_group_name=group_spec.name(ctx),
                                     database=db) if ready and exec_found and task_found else None
@@ -709,11 +778,12 @@ def plan_services(spec: Stack, ctx: AwsContext) -> list[Change]:
         changes.append(td_change)
 
         observed_svc = find_service(ctx, service) if cluster else None
-        tg = load_balancer.find_target_group(ctx, service)
+        tg = load_balancer.find_target_group(ctx, service) if svc.load_balanced else None
         wanted_svc = None
-        if observed_td is not None and tg and sg_ecs and all(subnets):
+        if observed_td is not None and (tg or not svc.load_balanced) and sg_ecs and all(subnets):
             td_arn = observed_td.id if td_change.action == "no-op" else "(new revision)"
-            wanted_svc = _service_wanted(spec, ctx, service, task_definition_arn=td_arn, target_group_arn=tg.id,
+            wanted_svc = _service_wanted(spec, ctx, service, task_definition_arn=td_arn,
+                                         target_group_arn=tg.id if tg else None,
                                          subnet_ids=[s.id for s in subnets if s], security_group_id=sg_ecs.id,
                                          image_known=known, observed=observed_svc)
         changes.append(plan_service(ctx, service, observed_svc, wanted_svc,
@@ -769,7 +839,6 @@ def run_migration(spec: Stack, ctx: AwsContext, service: str, *, cluster: Observ
     """Run the service's migration command as a one-off task of the revision about to roll out,
     wait for it, and fail (stopping the rollout) unless it exits 0. Nothing runs when the
     service already runs this revision or no image is known yet."""
-    import shlex
 
     command = spec.services[service].migration_command
     if not command or not task_definition.attrs.get("image_known"):
@@ -854,8 +923,10 @@ def health_problems(spec: Stack, ctx: AwsContext, service: str) -> tuple[list[st
             problems.append(f"the rollout is {rollout}")
         if running < desired:
             problems.append(f"{running} of {desired} tasks running")
-    group = load_balancer.find_target_group(ctx, service)
-    if group is None:
+    group = load_balancer.find_target_group(ctx, service) if spec.services[service].load_balanced else None
+    if not spec.services[service].load_balanced:
+        pass  # a worker: ECS's counts (and its container health check, which ECS acts on) are the evidence
+    elif group is None:
         problems.append("its target group does not exist")
     else:
         targets = call(f"read the target health of {group.name}", ctx.elbv2().describe_target_health,
@@ -866,7 +937,7 @@ def health_problems(spec: Stack, ctx: AwsContext, service: str) -> tuple[list[st
         if healthy < max(desired, 1):
             others = ", ".join(sorted({str(s) for s in states if s != "healthy"})) or "none registered"
             problems.append(f"{healthy} healthy target(s) of {max(desired, 1)} wanted ({others})")
-    if spec.public_url:
+    if spec.public_url and spec.services[service].load_balanced:
         url = f"{spec.public_url}{spec.services[service].health_check_path}"
         ok, what = probe(url)
         facts["probe"] = f"{url}: {what}"
