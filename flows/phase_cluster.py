@@ -23,7 +23,7 @@ from flows.phase_load_balancer import LoadBalancerFutures, submit_load_balancer
 from flows.phase_network import submit_network
 from flows.phase_registry import submit_registry
 from spec import Stack
-from tasks import cluster, iam, kms, logs, services
+from tasks import cluster, dbinit, iam, kms, logs, services
 from tasks.aws import AwsContext
 from tasks.contract import Observed
 
@@ -55,30 +55,62 @@ def submit_services(spec: Stack, ctx: AwsContext, futures: ClusterFutures, *, lo
                     images: dict[str, PrefectFuture[Any]] | None = None) -> ClusterFutures:
     """Per service: roles and log group, task definition, service, autoscaling. Only a service that
     takes the database's secret waits for the database."""
+    app_secret, dbinit_run = submit_dbinit(spec, ctx, futures, logs_key=logs_key, database=database,
+                                           private_subnets=private_subnets, ecs_security_group=ecs_security_group)
     for service, svc in spec.services.items():
         db = database if svc.uses_database_secret else None
-        execution = services.ensure_execution_role.submit(spec, ctx, service, repositories[service], db)
+        # The app user's secret must exist before a role or definition names it; its user before anything runs.
+        app_user = ([app_secret], [dbinit_run]) if svc.uses_app_database_secret and app_secret else ([], [])
+        execution = services.ensure_execution_role.submit(spec, ctx, service, repositories[service], db,
+                                                          wait_for=app_user[0])
         task = iam.ensure_role.submit(ctx, services.task_role(spec, ctx, service))
         group = logs.ensure_log_group.submit(ctx, services.log_group(spec, service), logs_key)
         image = [images[service]] if images and service in images else []
         td = services.ensure_task_definition.submit(
             spec, ctx, service, execution_role=execution, task_role=task, log_group=group,
-            repository=repositories[service], database=db, wait_for=image)
+            repository=repositories[service], database=db, wait_for=[*image, *app_user[0]])
         migration = [services.run_migration.submit(
             spec, ctx, service, cluster=futures.cluster, task_definition=td, private_subnets=private_subnets,
-            security_group=ecs_security_group)] if svc.migration_command else []
+            security_group=ecs_security_group, wait_for=app_user[1])] if svc.migration_command else []
+        # A worker (load_balanced: false) has no target group and does not wait for the listeners.
+        target = load_balancer.target_groups.get(service)
+        routing = load_balancer.routing() if svc.load_balanced else []
         ecs_service = services.ensure_service.submit(
             spec, ctx, service, cluster=futures.cluster, task_definition=td,
-            target_group=load_balancer.target_groups[service], private_subnets=private_subnets,
-            security_group=ecs_security_group, wait_for=[*load_balancer.routing(), *migration])
+            target_group=target, private_subnets=private_subnets,
+            security_group=ecs_security_group, wait_for=[*routing, *migration, *app_user[1]])
         scaling = services.ensure_scaling.submit(
-            spec, ctx, service, ecs_service=ecs_service, load_balancer=load_balancer.alb,
-            target_group=load_balancer.target_groups[service])
+            spec, ctx, service, ecs_service=ecs_service, load_balancer=load_balancer.alb if target else None,
+            target_group=target)
         futures.task_definitions[service] = td
         futures.services[service] = ecs_service
         futures.scaling[service] = scaling
         futures.others += [execution, task, group, *migration]
     return futures
+
+
+def submit_dbinit(spec: Stack, ctx: AwsContext, futures: ClusterFutures, *, logs_key: PrefectFuture[Any],
+                  database: PrefectFuture[Any], private_subnets: list[PrefectFuture[Any]],
+                  ecs_security_group: PrefectFuture[Any]) -> tuple[PrefectFuture[Any] | None,
+                                                                   PrefectFuture[Any] | None]:
+    """The application database user, when a service takes `database_app:*`: its secret, then a one-off
+    task (its own role, log group and definition) that creates the user, database and grants, once.
+
+        app secret, db instance ─> execution role ─┐
+        logs key ─> log group ─────────────────────┴─> task definition ─> run (cluster, subnets, sg-ecs)
+    """
+    if not spec.uses_app_database_user:
+        return None, None
+    secret = dbinit.ensure_app_secret.submit(spec, ctx)
+    role = dbinit.ensure_execution_role.submit(spec, ctx, database, secret)
+    group = logs.ensure_log_group.submit(ctx, dbinit.log_group(spec), logs_key)
+    td = dbinit.ensure_task_definition.submit(spec, ctx, execution_role=role, database=database, app_secret=secret,
+                                              log_group=group)
+    run = dbinit.run_dbinit.submit(spec, ctx, cluster=futures.cluster, task_definition=td,
+                                   private_subnets=private_subnets, security_group=ecs_security_group,
+                                   app_secret=secret)
+    futures.others += [secret, role, group, td, run]
+    return secret, run
 
 
 def cluster_outputs(futures: ClusterFutures) -> dict[str, Any]:
