@@ -9,14 +9,14 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.common import StackRun, open_stack
-from tasks import app_secrets, cluster, database, kms, load_balancer, network, registry, services
+from tasks import app_secrets, cluster, database, dbinit, kms, load_balancer, network, registry, services
 from tasks.aws import retry_delays, retry_transient
 from tasks.contract import Change
 
 FAMILIES = {"kms": kms.plan_keys, "network": network.plan_network, "database": database.plan_database,
             "registry": registry.plan_registry, "load_balancer": load_balancer.plan_load_balancer_family,
             "cluster": cluster.plan_cluster_family, "services": services.plan_services,
-            "app_secrets": app_secrets.plan_app_secrets}
+            "app_secrets": app_secrets.plan_app_secrets, "dbinit": dbinit.plan_dbinit}
 
 
 @task(task_run_name="plan {family}", retries=3, retry_delay_seconds=retry_delays(),

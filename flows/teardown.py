@@ -14,7 +14,7 @@ from flows.common import StackRun, open_stack, settle
 from flows.phase_cluster import submit_cluster_teardown
 from flows.phase_load_balancer import submit_load_balancer_teardown
 from flows.phase_security import submit_app_secrets_teardown
-from tasks import database, iam, kms, logs, network, registry
+from tasks import database, dbinit, iam, kms, logs, network, registry
 from tasks.aws import EcsflowError
 from tasks.inventory import take_inventory
 
@@ -55,6 +55,9 @@ def teardown_flow(params: TeardownRun = TeardownRun()) -> dict[str, Any]:  # noq
               for o in found[("database", "db subnet group")]]
     groups += [database.delete_db_parameter_group.submit(o, ctx, wait_for=instances)
                for o in found[("database", "db parameter group")]]
+    # The app user's secret outlives the instance only in a final snapshot: then it keeps a recovery window.
+    groups += [dbinit.delete_app_secret.submit(o, ctx, prod=final_snapshot, wait_for=instances)
+               for o in found[("database", "app user secret")]]
 
     previous: list[PrefectFuture[Any]] = []
     for stage in NETWORK_STAGES:

@@ -353,3 +353,10 @@ def run_dbinit(spec: Stack, ctx: AwsContext, *, cluster: Observed, task_definiti
          Tags=[{"Key": DONE_TAG, "Value": digest}])
     progress(f"database initialised: user {spec.database.app_username}, database {spec.database.db_name}")
     return Observed(id=task_arn, name="dbinit", attrs={"exit_code": 0, "digest": digest})
+
+
+def plan_dbinit(spec: Stack, ctx: AwsContext) -> list[Change]:
+    """`plan` rows: the app user's secret and whether the initialisation task would run."""
+    if not spec.uses_app_database_user:
+        return []
+    return plan_app_secret(spec, ctx, find_app_secret(ctx))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tasks import app_secrets, cluster, database, iam, kms, load_balancer, logs, network, registry, services
+from tasks import app_secrets, cluster, database, dbinit, iam, kms, load_balancer, logs, network, registry, services
 from tasks.aws import TAG_COMPONENT, AwsContext
 from tasks.contract import Observed, aws_task
 
@@ -38,6 +38,7 @@ def inventory(ctx: AwsContext) -> dict[tuple[str, str], list[Observed]]:
     found[("iam", "iam role")] = iam.inventory_roles(ctx)
     found[("registry", "ecr repository")] = registry.inventory_repositories(ctx)
     found[("security", "app secret")] = app_secrets.inventory_app_secrets(ctx)
+    found[("database", "app user secret")] = dbinit.inventory_app_secrets(ctx)
     found[("kms", "kms key")] = kms.inventory_keys(ctx)
     return found
 
