@@ -47,7 +47,8 @@ def submit_load_balancer(spec: Stack, ctx: AwsContext, *, vpc: PrefectFuture[Any
     bucket = lb.ensure_log_bucket.submit(spec, ctx)
     certificate = lb.ensure_certificate.submit(spec, ctx)
     alb = lb.ensure_load_balancer.submit(spec, ctx, public_subnets, alb_security_group, bucket)
-    groups = {service: lb.ensure_target_group.submit(spec, ctx, service, vpc) for service in spec.services}
+    groups = {service: lb.ensure_target_group.submit(spec, ctx, service, vpc)
+              for service, svc in spec.services.items() if svc.load_balanced}
     listeners = {port: lb.ensure_listener.submit(spec, ctx, port, alb, certificate if port == 443 else None, groups)
                  for port in lb.LISTENERS}
     rules = lb.ensure_rules.submit(spec, ctx, listeners[443], groups)

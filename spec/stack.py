@@ -411,11 +411,7 @@ class Service(Model):
     @model_validator(mode="after")
     def _worker(self) -> Service:
         if self.load_balanced:
-            missing = [f for f in ("port", "health_check_path") if getattr(self, f) is None]
-            if missing:
-                raise ValueError(f"{' and '.join(missing)} required for a load-balanced service (set "
-                                 f"load_balanced: false for a worker that takes no traffic)")
-            return self
+            return self  # port and health_check_path: checked by Stack, which can name the service
         if "path_patterns" in self.model_fields_set:
             raise ValueError("path_patterns: a service with load_balanced: false has no listener rule; remove it")
         if self.container_health_check is None and (self.port is None or self.health_check_path is None):
@@ -612,6 +608,9 @@ class Deploy(Model):
     stability_timeout_seconds: int = Field(
         900, ge=10, le=7200, description="How long the services may take to become stable and healthy after the "
         "update before the deploy rolls them back.")
+    verify_timeout_seconds: int = Field(
+        300, ge=3, le=3600, description="How long the health checks (rollout, running tasks, target health, HTTP "
+        "probe of load_balancer.public_url) may take to pass three times in a row once the services are stable.")
     overlap: Literal["queue", "cancel_older"] = Field(
         "queue", description="A second deploy of the same stack while one runs: queue (it waits for a free slot) "
         "or cancel_older (it cancels the running deploy, which rolls back what it updated, and goes on).")
@@ -937,6 +936,12 @@ class Stack(Model):
                 raise ValueError(
                     f"service name {name!r} must be 2-20 characters of a-z, 0-9 and '-', starting with a letter"
                 )
+        for name, service in value.items():
+            for field in ("port", "health_check_path"):
+                if service.load_balanced and getattr(service, field) is None:
+                    raise ValueError(f"services.{name}.{field}: required field is missing (a load-balanced service "
+                                     f"needs port and health_check_path; set load_balanced: false for a worker "
+                                     f"that takes no traffic)")
         claimed: dict[str, str] = {}
         for name, service in value.items():
             for pattern in service.path_patterns if service.load_balanced else []:

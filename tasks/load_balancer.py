@@ -819,7 +819,7 @@ def _specificity(pattern: str) -> int:
 
 def rule_priorities(spec: Stack) -> dict[str, int]:
     """Service -> priority for every service with its own rule: most specific first, steps of 10."""
-    routed = [name for name, s in spec.services.items() if not s.is_default_route]
+    routed = [name for name, s in spec.services.items() if s.load_balanced and not s.is_default_route]
     routed.sort(key=lambda name: (-max(_specificity(p) for p in spec.services[name].path_patterns), name))
     return {name: 10 * (i + 1) for i, name in enumerate(routed)}
 
@@ -943,8 +943,8 @@ def plan_load_balancer_family(spec: Stack, ctx: AwsContext) -> list[Change]:
     bucket_for_alb = bucket_name(ctx) if spec.load_balancer.access_logs else None
     changes.append(plan_load_balancer(spec, ctx, alb, [s.id for s in subnets if s] if all(subnets) else None,
                                       group.id if group else None, bucket_for_alb))
-    groups = {s: find_target_group(ctx, s) for s in spec.services}
-    changes += [plan_target_group(spec, ctx, s, groups[s], vpc.id if vpc else None) for s in spec.services]
+    groups = {s: find_target_group(ctx, s) for s, svc in spec.services.items() if svc.load_balanced}
+    changes += [plan_target_group(spec, ctx, s, groups[s], vpc.id if vpc else None) for s in groups]
     group_arns = {s: g.id for s, g in groups.items() if g} if all(groups.values()) else None
     https = None
     for port in LISTENERS:

@@ -523,7 +523,7 @@ def security_rules(spec: Stack, groups: dict[str, str]) -> dict[str, list[Rule]]
     """The chain ALB (80/443) -> ECS (app ports, from the ALB only) -> RDS (db port, from ECS only),
     with egress as narrow as each tier needs."""
     alb, ecs, rds = groups["sg-alb"], groups["sg-ecs"], groups["sg-rds"]
-    app_ports = sorted({s.port for s in spec.services.values()})
+    app_ports = sorted({s.port for s in spec.services.values() if s.load_balanced and s.port is not None})
     db_port = spec.database.port
     return {
         "sg-alb": [
