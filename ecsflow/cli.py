@@ -58,13 +58,154 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-wait", action="store_true", help="exit after the run instead of keeping the UI up")
     p.add_argument("--port", type=int, default=4200, help="Prefect UI port (default 4200)")
 
-    for verb, what in (("deploy", "build, push and roll out the app's images"),
-                       ("backup", "snapshot the database"),
-                       ("restore-test", "restore the newest snapshot and verify it"),
-                       ("audit", "check the live stack against the security rules")):
+    _add_deploy_verbs(verbs)
+    for verb, what in (("backup", "snapshot the database"),
+                       ("restore-test", "restore the newest snapshot and verify it")):
         p = verbs.add_parser(verb, help=what)
         _stack_arg(p)
+    _add_security_verbs(verbs)
+    _add_serving_verbs(verbs)
     return parser
+
+
+def _add_security_verbs(verbs: Any) -> None:
+    p = verbs.add_parser("audit", help="check the live stack against the security rules (exit 1 on a failed check)")
+    _stack_arg(p)
+    p.add_argument("--json", action="store_true", help="print every check as JSON")
+    p.add_argument("--rule", action="append", metavar="ID", help="check only this rule (repeatable)")
+    p = verbs.add_parser("iam-policy", help="print the IAM policy the runner of ecsflow's flows needs")
+    _stack_arg(p)
+    p.add_argument("--account", metavar="ID", help="AWS account id (default: asked of STS; * when unreachable)")
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    load(args.stack)
+    from flows.audit import AuditFailed, AuditRun, audit_flow
+    from tasks.audit import RULE_IDS
+
+    unknown = sorted(set(args.rule or []) - set(RULE_IDS))
+    if unknown:
+        raise BadInput(f"--rule {', '.join(unknown)}: no such rule; known: {', '.join(RULE_IDS)}")
+    state = audit_flow(AuditRun(stack_file=args.stack, rules=args.rule or []), return_state=True)
+    result: Any = state.result(raise_on_failure=False)
+    if isinstance(result, AuditFailed):
+        rows: list[dict[str, Any]] = result.findings
+    elif state.is_completed():
+        rows = result
+    else:
+        raise RunFailed(f"audit {str(state.name).lower()}: {result}")
+    failed = [r for r in rows if not r["passed"]]
+    if args.json:
+        print(json.dumps({"passed": not failed, "failed": len(failed), "findings": rows}, indent=2))
+    else:
+        for r in sorted(rows, key=lambda r: (r["passed"], r["rule"])):
+            mark = "pass" if r["passed"] else "FAIL"
+            print(f"  {mark} {r['rule']:<14} {r['resource']}" + ("" if r["passed"] else f"\n         {r['message']}"))
+        print(f"{len(failed)} failed of {len(rows)} checks." if failed else f"All {len(rows)} checks passed.")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def cmd_iam_policy(args: argparse.Namespace) -> int:
+    stack = load(args.stack)
+    from tasks.aws import AwsContext, EcsflowError
+    from tasks.runner_policy import runner_policy
+
+    if args.account is not None and not (args.account.isdigit() and len(args.account) == 12):
+        raise BadInput(f"--account {args.account!r} is not a 12-digit AWS account id")
+    ctx = AwsContext.for_stack(stack)
+    account = args.account
+    if account is None:
+        try:
+            account = ctx.account_id()
+        except EcsflowError:
+            account = "*"
+    print(json.dumps(runner_policy(stack, ctx.region, account), indent=2))
+    return EXIT_OK
+
+
+def _add_serving_verbs(verbs: Any) -> None:
+    from ecsflow.serving import add_receiver_options
+
+    p = verbs.add_parser("webhook", help="the GitHub webhook receiver that starts deploys")
+    actions = p.add_subparsers(dest="webhook_action", required=True, metavar="ACTION")
+    w = actions.add_parser("serve", help="run the receiver (POST /github, GET /healthz)")
+    _stack_arg(w)
+    add_receiver_options(w)
+    w = actions.add_parser("secret", help="store the webhook secret (read from stdin) in its Prefect Secret block")
+    w.add_argument("--secret-block", default=os.environ.get("ECSFLOW_WEBHOOK_SECRET_BLOCK", "ecsflow-webhook-secret"),
+                   help="Prefect Secret block name (default ecsflow-webhook-secret)")
+    w.add_argument("--generate", action="store_true", help="generate a secret, store it and print it once")
+
+    p = verbs.add_parser("serve", help="run locally: Prefect server (when PREFECT_API_URL is unset), "
+                                       "the deployments and the webhook receiver")
+    _stack_arg(p)
+    add_receiver_options(p)
+    p.add_argument("--prefect-port", type=int, default=4200, help="port of the local Prefect server (default 4200)")
+    p.add_argument("--no-webhook", action="store_true", help="serve the deployments only")
+
+
+def _add_deploy_verbs(verbs: Any) -> None:
+    p = verbs.add_parser("deploy", help="build, push and roll out a commit; verify; roll back on failure")
+    _stack_arg(p)
+    p.add_argument("--commit", metavar="SHA", help="commit to deploy (default: the build context's HEAD)")
+    p.add_argument("--ref", metavar="REF", help="the git ref being deployed, for the record (e.g. refs/heads/main)")
+    p.add_argument("--services", metavar="A,B", help="only these services (default: all with a build context here)")
+    p.add_argument("--no-migrations", action="store_true", help="do not run the migration tasks")
+
+    p = verbs.add_parser("rollback", help="put services back on an earlier task-definition revision")
+    _stack_arg(p)
+    p.add_argument("--to", metavar="REVISION", type=int, help="revision number (default: the newest earlier "
+                                                               "revision a deploy verified)")
+    p.add_argument("--services", metavar="A,B", help="only these services (default: all)")
+
+
+def _service_list(stack: Any, value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    unknown = [n for n in names if n not in stack.services]
+    if not names or unknown:
+        raise BadInput(f"--services: {', '.join(unknown) or repr(value)} is not a service of the stack file "
+                       f"(it has {', '.join(stack.services)})")
+    return names
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    import re
+
+    stack = load(args.stack)
+    services = _service_list(stack, args.services)
+    if args.commit is not None and not re.fullmatch(r"[0-9a-f]{7,64}", args.commit):
+        raise BadInput(f"--commit {args.commit!r} is not a git commit SHA (7-64 lower-case hex digits)")
+    from flows.deploy_app import DeployRun, deploy_app_flow
+
+    result = run_flow(deploy_app_flow, DeployRun(stack_file=args.stack, commit=args.commit, ref=args.ref,
+                                                 services=services, run_migrations=not args.no_migrations))
+    if result["status"] == "already live":
+        print(f"{result['message']}.")
+        return EXIT_OK
+    print(f"Deployed {result['commit']} to {stack.name}-{stack.env} in {result['seconds']} s"
+          + (f"; {result['url']}" if result.get("url") else ""))
+    for service, revisions in result["revisions"].items():
+        print(f"  {service}: {revisions['before']} -> {revisions['after']}  {result['images'][service]}")
+    return EXIT_OK
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    stack = load(args.stack)
+    services = _service_list(stack, args.services)
+    if args.to is not None and args.to < 1:
+        raise BadInput(f"--to {args.to}: a revision number is 1 or more")
+    from flows.rollback import RollbackRun, rollback_flow
+
+    result = run_flow(rollback_flow, RollbackRun(stack_file=args.stack, services=services, to_revision=args.to))
+    if result["status"] == "nothing to do":
+        print(f"Nothing to roll back: {', '.join(f'{s} runs {r}' for s, r in result['revisions'].items())}.")
+        return EXIT_OK
+    print(f"Rolled back {stack.name}-{stack.env} in {result['seconds']} s:")
+    for service, revisions in result["revisions"].items():
+        print(f"  {service}: {revisions['before']} -> {revisions['after']}")
+    return EXIT_OK
 
 
 def load(path: str) -> Any:
@@ -112,19 +253,22 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    load_provisionable(args.stack)
+    stack = load_provisionable(args.stack)
     from flows.common import StackRun
     from flows.plan_stack import plan_flow
+    from tasks import cost
 
     rows = run_flow(plan_flow, StackRun(stack_file=args.stack))
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
-        print(render_plan(rows))
+        region = stack.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        print(render_plan(rows, cost_text=cost.render_text(cost.estimate(stack, region))))
     return EXIT_OK
 
 
-def render_plan(rows: list[dict[str, Any]]) -> str:
+def render_plan(rows: list[dict[str, Any]], cost_text: str | None = None) -> str:
+    """The plan as text; `cost_text` (the estimated monthly cost) goes under it."""
     lines = []
     counts: dict[str, int] = {}
     for row in rows:
@@ -137,7 +281,7 @@ def render_plan(rows: list[dict[str, Any]]) -> str:
             lines.append(f"             ({row['note']})")
     summary = ", ".join(f"{n} {a}" for a, n in sorted(counts.items()))
     head = "Plan: nothing to change." if not lines else "Plan:"
-    return "\n".join([head, *lines, f"({summary})"])
+    return "\n".join([head, *lines, f"({summary})", *(["", cost_text] if cost_text else [])])
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -207,6 +351,35 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "schema": cmd_schema, "plan": cmd_plan, "up": cmd_up, "status": cmd_status, "down": cmd_down,
     "demo": cmd_demo, "deploy": cmd_later, "backup": cmd_later, "restore-test": cmd_later, "audit": cmd_later,
 }
+
+
+def cmd_webhook(args: argparse.Namespace) -> int:
+    from deployments.webhook import ReceiverConfigError
+    from ecsflow import serving
+
+    try:
+        if args.webhook_action == "secret":
+            return serving.webhook_secret(args)
+        load(args.stack)
+        return serving.webhook_serve(args)
+    except ReceiverConfigError as exc:
+        raise BadInput(str(exc)) from None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from deployments.webhook import ReceiverConfigError
+    from ecsflow import serving
+
+    load(args.stack)
+    try:
+        return serving.serve_all(args)
+    except ReceiverConfigError as exc:
+        raise BadInput(str(exc)) from None
+
+
+COMMANDS.update(webhook=cmd_webhook, serve=cmd_serve)
+COMMANDS.update(deploy=cmd_deploy, rollback=cmd_rollback)
+COMMANDS.update({"audit": cmd_audit, "iam-policy": cmd_iam_policy})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
