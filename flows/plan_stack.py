@@ -9,7 +9,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.common import StackRun, open_stack
-from tasks import app_secrets, cluster, database, dbinit, kms, load_balancer, network, registry, services
+from tasks import app_secrets, cluster, cost, database, dbinit, kms, load_balancer, network, registry, services
 from tasks.aws import retry_delays, retry_transient
 from tasks.contract import Change
 
@@ -31,8 +31,8 @@ def plan_flow(params: StackRun = StackRun()) -> list[dict[str, Any]]:  # noqa: B
     futures = [plan_family.submit(family, spec, ctx) for family in FAMILIES]
     changes = [change for f in futures for change in f.result()]
     rows = [c.as_row() for c in changes]
-    create_markdown_artifact(key=f"plan-{ctx.prefix}", markdown=plan_markdown(ctx.prefix, changes),
-                             description=f"Plan for {ctx.prefix}")
+    markdown = plan_markdown(ctx.prefix, changes) + "\n" + cost.render_markdown(cost.estimate(spec, ctx.region))
+    create_markdown_artifact(key=f"plan-{ctx.prefix}", markdown=markdown, description=f"Plan for {ctx.prefix}")
     return rows
 
 

@@ -29,7 +29,7 @@ from flows.phase_load_balancer import load_balancer_outputs, submit_load_balance
 from flows.phase_network import network_outputs, submit_network
 from flows.phase_registry import submit_registry
 from flows.phase_security import submit_app_secrets, submit_guardrails
-from tasks import kms
+from tasks import cost, kms
 
 
 class ProvisionRun(StackRun):
@@ -73,11 +73,13 @@ def provision_flow(params: ProvisionRun = ProvisionRun()) -> dict[str, Any]:  # 
     outputs["images"] = image_outputs(image_results) if image_results else "skipped (--skip-images)"
     outputs.update(load_balancer_outputs(balancer))
     outputs.update(cluster_outputs(cluster))
-    publish_outputs(outputs)
+    publish_outputs(outputs, cost_markdown=cost.render_markdown(cost.estimate(spec, ctx.region)))
     return outputs
 
 
-def publish_outputs(outputs: dict[str, Any]) -> None:
+def publish_outputs(outputs: dict[str, Any], cost_markdown: str = "") -> None:
     rows = "\n".join(f"| {key} | `{value}` |" for key, value in outputs.items())
+    cost_section = f"\n{cost_markdown}" if cost_markdown else ""
     create_markdown_artifact(key=f"outputs-{outputs['stack']}", description="Stack outputs (no secrets)",
-                             markdown=f"# {outputs['stack']} outputs\n\n| output | value |\n|---|---|\n{rows}\n")
+                             markdown=f"# {outputs['stack']} outputs\n\n| output | value |\n|---|---|\n{rows}\n"
+                             f"{cost_section}")
