@@ -5,7 +5,6 @@ when it cannot price something. Then `ecsflow plan` prints it and its artifact c
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +18,7 @@ from tests.conftest import LIBRARY_STACK, ROOT
 H = 730
 
 
-def library(edit: Any = None, tmp_path: Path | None = None) -> Stack:
+def library(edit: Any = None) -> Stack:
     data = yaml.safe_load(LIBRARY_STACK.read_text())
     if edit:
         edit(data)
