@@ -741,7 +741,9 @@ def delete_db_instance(observed: Observed, ctx: AwsContext, *, final_snapshot: b
 def inventory_db_instances(ctx: AwsContext) -> list[Observed]:
     instances = _paginate("list DB instances", ctx, "describe_db_instances", "DBInstances")
     found = [_instance_observed(d) for d in instances]
-    return [o for o in found if ctx.owns(o.tags)]
+    # The restore test's temporary instances are the backup family's (tasks/backup.py), deleted without
+    # a final snapshot; production's instance and its delete are this family's.
+    return [o for o in found if ctx.owns(o.tags) and o.tags.get("ecsflow:temporary") != "true"]
 
 
 # ---------------------------------------------------------------- the family's plan and hand-over
