@@ -1,0 +1,271 @@
+"""`ecsflow deploy` and `ecsflow rollback` end to end: a busybox app in a git repository is built
+by the real Docker engine, pushed to the local registry, registered and rolled out in moto, and
+probed over HTTP at a real local container; notifications go to a real local HTTP receiver.
+
+moto starts no task (no rollout completes, no target registers): tests/support/ecs_standin.py is
+a STAND-IN for that part of ECS only: it runs the image the service's task definition names as a
+local container behind the stack's public URL, registers it as a target and reports the rollout
+done. Whether the app is healthy is decided by the HTTP probe of that container.
+
+One stack for the module (`up --skip-images` once); the tests change it in file order:
+(a) v1 deploys; deploying it again does nothing; (b) v2 passes its smoke test but fails the probe:
+rolled back; (c) v3 with a migration that cannot run: stopped before any service changes;
+(d) v3 deploys, then a manual rollback returns to v1's revision.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import yaml
+
+from blocks.notifier import EcsflowNotifier
+from ecsflow.cli import main
+from tasks.aws import CALLS
+from tests.images import conftest as images_fixtures
+from tests.images.conftest import RegistryServer, commit, stack_yaml, write_app
+from tests.support.ecs_standin import EcsStandIn
+from tests.support.receiver import Receiver
+from tests.support.servers import free_port
+
+pytestmark = pytest.mark.prefect
+REGION = "ap-northeast-1"
+HEALTH = "/cgi-bin/health"
+# The images tests' session fixtures: the real Docker engine and the local registry.
+docker_engine = images_fixtures.docker_engine
+registry_server = images_fixtures.registry_server
+
+# busybox httpd runs it as CGI. Healthy: always 200. Broken: 200 on the first request only (it
+# passes the image's smoke test, then fails in service).
+HEALTHY_CGI = "#!/bin/busybox sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\nok {version}\\n'\n"
+BROKEN_CGI = """#!/bin/busybox sh
+n=$(/bin/busybox cat /tmp/hits 2>/dev/null || echo 0); n=$((n+1)); echo "$n" > /tmp/hits
+if [ "$n" -gt 1 ]; then printf 'Status: 500 Internal Server Error\\r\\n\\r\\nbroken\\n'
+else printf 'Content-Type: text/plain\\r\\n\\r\\nok\\n'; fi
+"""
+
+
+def client(service: str) -> Any:
+    return boto3.client(service, region_name=REGION)  # type: ignore[call-overload]
+
+
+@dataclass
+class Deployable:
+    stack_file: Path
+    app: Path
+    prefix: str
+    hook: Receiver
+    ecs: EcsStandIn
+    registry: RegistryServer
+
+    def release(self, version: str, *, broken: bool = False) -> str:
+        """Write version `version` of the app and commit it; returns the commit SHA."""
+        write_app(self.app, version=version, git=False)
+        cgi = self.app / "www" / "cgi-bin"
+        cgi.mkdir(exist_ok=True)
+        (cgi / "health").write_text(BROKEN_CGI if broken else HEALTHY_CGI.format(version=version))
+        (cgi / "health").chmod(0o755)
+        return commit(self.app, f"version {version}")
+
+    def service(self) -> dict[str, Any]:
+        [svc] = client("ecs").describe_services(cluster=f"{self.prefix}-cluster",
+                                                services=[f"{self.prefix}-web"])["services"]
+        return dict(svc)
+
+    def revision(self) -> str:
+        return str(self.service()["taskDefinition"].rsplit(":", 1)[-1])
+
+    def image_of(self, revision: str) -> str:
+        td = client("ecs").describe_task_definition(taskDefinition=f"{self.prefix}-web:{revision}")
+        return str(td["taskDefinition"]["containerDefinitions"][0]["image"])
+
+    def recorded(self) -> str:
+        repo = client("ecr").describe_repositories(repositoryNames=[f"{self.prefix}-web"])["repositories"][0]
+        tags = client("ecr").list_tags_for_resource(resourceArn=repo["repositoryArn"])["tags"]
+        return {t["Key"]: t["Value"] for t in tags}.get("ecsflow:image", "")
+
+    def messages(self, count: int) -> list[str]:
+        return [r.json()["text"] for r in self.hook.wait_for(count)]
+
+
+@pytest.fixture(scope="module")
+def site(moto_server: Any, prefect_server: Any, registry_server: RegistryServer, docker_engine: str,
+         tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployable]:
+    import secrets
+
+    moto_server.reset()
+    workdir = tmp_path_factory.mktemp("deploy")
+    name = f"d{secrets.token_hex(3)}"
+    app_port = free_port()
+    with pytest.MonkeyPatch.context() as env, Receiver() as hook, \
+            EcsStandIn(moto_server.url, registry=registry_server.host, app_port=app_port, region=REGION) as ecs:
+        env.setenv("ECSFLOW_REGISTRY", registry_server.host)
+        env.setenv("ECSFLOW_REGISTRY_USERNAME", registry_server.username)
+        env.setenv("ECSFLOW_REGISTRY_PASSWORD", registry_server.password)
+        env.setenv("AWS_ENDPOINT_URL", ecs.url)
+        block = f"deploy-hook-{name}"
+        EcsflowNotifier(url=hook.url("http", "/services/T1/B1/secret")).save(  # type: ignore[arg-type, call-arg]
+            block, overwrite=True, _sync=True)
+        data = stack_yaml(name, {"web": {"build": {"context": "web"}, "health_check_path": HEALTH,
+                                         "migration_command": "/bin/busybox true",
+                                         "autoscaling": {"enabled": False}}},
+                          load_balancer={"public_url": f"http://127.0.0.1:{app_port}"},
+                          notifications={"block": block},
+                          deploy={"stability_timeout_seconds": 10, "verify_timeout_seconds": 3})
+        stack_file = workdir / "stack.yaml"
+        stack_file.write_text(yaml.safe_dump(data, sort_keys=False))
+        site = Deployable(stack_file, workdir / "web", f"{name}-dev", hook, ecs, registry_server)
+        site.release("1")
+        assert main(["up", "--stack", str(stack_file), "--skip-images"]) == 0
+        yield site
+
+
+def deploy(site: Deployable, *extra: str) -> int:
+    return main(["deploy", "--stack", str(site.stack_file), *extra])
+
+
+def latest_run(flow_name: str) -> Any:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    with get_client(sync_client=True) as prefect:
+        [run] = prefect.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
+                                       sort=FlowRunSort.START_TIME_DESC, limit=1)
+        return run
+
+
+def artifact(key: str) -> str:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as prefect:
+        found = prefect.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+    return str(found[0].data) if found else ""
+
+
+# ---------------------------------------------------------------- (a)
+
+
+def test_a_deploy_rolls_out_the_commit_and_a_second_deploy_of_it_does_nothing(
+        site: Deployable, capsys: pytest.CaptureFixture[str]) -> None:
+    sha = subprocess.run(["git", "-C", str(site.app), "rev-parse", "HEAD"], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    before = site.revision()
+    assert site.image_of(before).endswith(":ecsflow-no-image-yet")
+
+    assert deploy(site) == 0
+    out = capsys.readouterr().out
+    after = site.revision()
+    assert int(after) == int(before) + 1
+    assert site.image_of(after).endswith(f"/{site.prefix}-web:{sha}")
+    assert site.service()["desiredCount"] == 1, "a service that never had an image gets its count"
+    digest = site.registry.digest(f"{site.prefix}-web", sha)
+    assert digest and site.recorded() == f"{sha}@{digest}"
+    assert f"Deployed {sha}" in out and f"{site.prefix}-web:{before} -> {site.prefix}-web:{after}" in out
+    assert site.ecs.started[-1].endswith(f":{after}"), "the new revision's image ran as the service's task"
+    migrations = client("ecs").list_tasks(cluster=f"{site.prefix}-cluster", startedBy="ecsflow-migrate")["taskArns"]
+    assert len(migrations) == 1
+
+    report = artifact(f"deploy-{site.prefix}")
+    assert f"commit: `{sha}`" in report and digest in report and "succeeded" in report
+    assert f"| web | {site.registry.host}/{site.prefix}-web:{sha} | {digest} | {site.prefix}-web:{before} | " \
+           f"{site.prefix}-web:{after} |" in report
+    assert f"{HEALTH}: HTTP 200" in report and "| build, smoke test, push, scan |" in report
+    started, succeeded = site.messages(2)[-2:]
+    assert "deploy of" in started and "started" in started
+    assert "succeeded" in succeeded and sha in succeeded and "http://127.0.0.1:" in succeeded
+
+    CALLS.reset()
+    assert deploy(site) == 0
+    assert f"commit {sha[:12]} is already live on web" in capsys.readouterr().out
+    assert site.revision() == after
+    assert CALLS.mutating() == {}, "an already-live commit changes nothing"
+    assert len(site.hook.wait_for(3, timeout=0.3)) == 2, "and sends nothing"
+
+
+# ---------------------------------------------------------------- (b)
+
+
+def test_b_a_deploy_that_fails_the_probe_is_rolled_back(site: Deployable,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    good = site.revision()
+    recorded = site.recorded()
+    sha = site.release("2", broken=True)
+    sent = len(site.hook.received)
+
+    assert deploy(site) == 1
+    err = capsys.readouterr().err
+    assert f"{HEALTH} answered HTTP 500" in err, err
+    assert f"rolled back web to {site.prefix}-web:{good} (healthy again)" in err, err
+    assert site.revision() == good, "the service is back on the revision it ran"
+    assert site.ecs.started[-2:] == [site.ecs.started[-2], site.service()["taskDefinition"]]
+    assert site.recorded() == recorded, "a rolled-back image is never recorded as the one to run"
+    broken = int(good) + 1
+    retired = client("ecs").describe_task_definition(taskDefinition=f"{site.prefix}-web:{broken}", include=["TAGS"])
+    assert retired["taskDefinition"]["status"] == "INACTIVE"
+    assert {"key": "ecsflow:deploy", "value": "rolled-back"} in retired["tags"]
+
+    run = latest_run("deploy_app")
+    assert run.state.is_failed() and "answered HTTP 500" in (run.state.message or "")
+    failed = site.messages(sent + 2)[-1]
+    assert f"deploy of {sha[:12]} failed" in failed and "rolled back web" in failed and "HTTP 500" in failed
+    assert "| verify health (failed) |" in artifact(f"deploy-{site.prefix}")
+
+
+# ---------------------------------------------------------------- (c)
+
+
+def test_c_a_migration_that_cannot_run_stops_the_rollout(site: Deployable,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    good = site.revision()
+    site.release("3")
+    sent = len(site.hook.received)
+    # moto runs every task to exit 0: the migration is made to fail at its start instead.
+    site.ecs.fail("RunTask", times=None, kind="access_denied", code="InvalidParameterException", status=400,
+                  message="No Container Instances were found in your cluster.")
+    try:
+        assert deploy(site) == 1
+    finally:
+        site.ecs.reset_rules()
+    err = capsys.readouterr().err
+    assert "run migrations: " in err and "InvalidParameterException" in err and "no service was changed" in err
+    assert site.revision() == good
+    assert site.messages(sent + 2)[-1].count("no service was changed") == 1
+
+
+# ---------------------------------------------------------------- (d)
+
+
+def test_d_a_manual_rollback_returns_to_the_last_verified_revision(site: Deployable,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    first = site.revision()
+    recorded = site.recorded()
+    assert deploy(site, "--no-migrations") == 0
+    current = site.revision()
+    assert current != first
+    capsys.readouterr()
+
+    assert main(["rollback", "--stack", str(site.stack_file)]) == 0
+    out = capsys.readouterr().out
+    assert f"web: {site.prefix}-web:{current} -> {site.prefix}-web:{first}" in out
+    assert site.revision() == first, "back on the last revision a deploy verified (not the rolled-back one)"
+    assert site.recorded() == recorded, "the recorded image follows the rollback"
+    assert "rollback succeeded" in site.messages(len(site.hook.received))[-1]
+
+
+def test_bad_input_exits_2_and_changes_nothing(site: Deployable, capsys: pytest.CaptureFixture[str]) -> None:
+    revision = site.revision()
+    assert deploy(site, "--services", "nope") == 2
+    assert "--services: nope is not a service" in capsys.readouterr().err
+    assert deploy(site, "--commit", "not-a-sha") == 2
+    assert main(["rollback", "--stack", str(site.stack_file), "--to", "0"]) == 2
+    assert site.revision() == revision
+    assert os.environ.get("AWS_ENDPOINT_URL") == site.ecs.url
