@@ -2,8 +2,9 @@
 (optional: `pipeline.write_github_settings`).
 
 deploy.yml reads:
-    variables  AWS_REGION, ECSFLOW_CI_ROLE_ARN, ECSFLOW_ECR_REGISTRY, ECSFLOW_ECR_REPOSITORIES
-               (JSON: service -> repository name), ECSFLOW_WEBHOOK_URL (when pipeline.webhook_url is set)
+    variables  AWS_REGION, ECSFLOW_CI_ROLE_ARN, ECSFLOW_ECR_REGISTRY, ECSFLOW_REPOSITORY_PREFIX
+               (`{stack}-{env}-`: a service's repository is the prefix + its name), ECSFLOW_WEBHOOK_URL
+               (when pipeline.webhook_url is set)
     secret     ECSFLOW_WEBHOOK_SECRET (the receiver's HMAC secret, from pipeline.webhook_secret_block;
                written only with a webhook_url, which is what it signs for)
 
@@ -16,7 +17,6 @@ comes from a Prefect Secret block; neither it nor the secret value reach logs or
 from __future__ import annotations
 
 import base64
-import json
 from typing import Any
 
 import httpx
@@ -69,12 +69,15 @@ def wanted_variables(spec: Stack, ctx: AwsContext, role_arn: str, repositories: 
     assert spec.pipeline is not None
     uris = {service: str(repo.attrs.get("uri") or "") for service, repo in sorted(repositories.items())}
     registry = next((uri.split("/", 1)[0] for uri in uris.values() if "/" in uri), "")
+    prefix = f"{ctx.prefix}-"
+    odd = sorted(repo.name for service, repo in repositories.items() if repo.name != prefix + service)
+    if odd:  # names are only cut beyond 256 characters, which stack, env and service names cannot reach
+        raise EcsflowError(f"repositories {', '.join(odd)} are not named {prefix}SERVICE; deploy.yml cannot find them")
     variables = {
         "AWS_REGION": ctx.region,
         "ECSFLOW_CI_ROLE_ARN": role_arn,
         "ECSFLOW_ECR_REGISTRY": registry,
-        "ECSFLOW_ECR_REPOSITORIES": json.dumps({s: repo.name for s, repo in sorted(repositories.items())},
-                                               separators=(",", ":")),
+        "ECSFLOW_REPOSITORY_PREFIX": prefix,
     }
     if spec.pipeline.webhook_url:
         variables["ECSFLOW_WEBHOOK_URL"] = spec.pipeline.webhook_url
