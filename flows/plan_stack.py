@@ -19,6 +19,15 @@ FAMILIES = {"kms": kms.plan_keys, "network": network.plan_network, "database": d
             "app_secrets": app_secrets.plan_app_secrets, "dbinit": dbinit.plan_dbinit}
 
 
+def _plan_monitoring(spec: Any, ctx: Any) -> list[Change]:
+    from tasks import monitoring
+
+    return monitoring.plan_monitoring(spec, ctx)
+
+
+FAMILIES["monitoring"] = _plan_monitoring
+
+
 @task(task_run_name="plan {family}", retries=3, retry_delay_seconds=retry_delays(),
       retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
 def plan_family(family: str, spec: Any, ctx: Any) -> list[Change]:

@@ -26,6 +26,7 @@ from flows.phase_cluster import cluster_outputs, submit_cluster, submit_services
 from flows.phase_database import database_outputs, submit_database
 from flows.phase_images import collect, image_outputs, stack_dir, submit_images
 from flows.phase_load_balancer import load_balancer_outputs, submit_load_balancer
+from flows.phase_monitoring import monitoring_outputs, submit_monitoring
 from flows.phase_network import network_outputs, submit_network
 from flows.phase_registry import submit_registry
 from flows.phase_security import submit_app_secrets, submit_guardrails
@@ -59,12 +60,15 @@ def provision_flow(params: ProvisionRun = ProvisionRun()) -> dict[str, Any]:  # 
                               repositories=registry.repositories, database=db.instance,
                               private_subnets=net.tier("private"), ecs_security_group=net.security_groups["sg-ecs"],
                               load_balancer=balancer, images=image_futures)
+    # The alarms watch the services, the load balancer and the database: they follow them (their topic,
+    # key and the budget start at once).
+    watch = submit_monitoring(spec, ctx, after=[*cluster.all(), *balancer.all(), *db.all()])
     image_results = collect(spec, image_futures) if image_futures else []
     if params.skip_images:
         get_run_logger().info("images phase skipped (--skip-images): services without an image will start at "
                               "desired count 0")
     settle([*keys.values(), *registry.all(), *net.all(), *db.all(), *image_futures.values(), *balancer.all(),
-            *cluster.all(), *app_secrets.values(), *guardrails])
+            *cluster.all(), *watch.all(), *app_secrets.values(), *guardrails])
 
     outputs: dict[str, Any] = {"stack": f"{spec.name}-{spec.env}", "region": ctx.region}
     outputs.update(network_outputs(net))
@@ -73,6 +77,7 @@ def provision_flow(params: ProvisionRun = ProvisionRun()) -> dict[str, Any]:  # 
     outputs["images"] = image_outputs(image_results) if image_results else "skipped (--skip-images)"
     outputs.update(load_balancer_outputs(balancer))
     outputs.update(cluster_outputs(cluster))
+    outputs.update(monitoring_outputs(watch, ctx))
     publish_outputs(outputs, cost_markdown=cost.render_markdown(cost.estimate(spec, ctx.region)))
     return outputs
 

@@ -13,6 +13,7 @@ from pydantic import Field
 from flows.common import StackRun, open_stack, settle
 from flows.phase_cluster import submit_cluster_teardown
 from flows.phase_load_balancer import submit_load_balancer_teardown
+from flows.phase_monitoring import submit_monitoring_teardown
 from flows.phase_security import submit_app_secrets_teardown
 from tasks import database, dbinit, iam, kms, logs, network, registry
 from tasks.aws import EcsflowError
@@ -46,6 +47,7 @@ def teardown_flow(params: TeardownRun = TeardownRun()) -> dict[str, Any]:  # noq
     # hold the security groups and subnets, which wait for them.
     ecs_services, app = submit_cluster_teardown(found, ctx)
     app += submit_load_balancer_teardown(found, ctx, after=ecs_services)
+    app += submit_monitoring_teardown(found, ctx)  # metric filters before their log groups (below)
 
     # Slow deletions start together: the database, the NAT gateways, the repositories.
     instances = [database.delete_db_instance.submit(o, ctx, final_snapshot=final_snapshot, confirmed=True)

@@ -14,10 +14,13 @@ from tasks.contract import Observed, aws_task
 
 def inventory(ctx: AwsContext) -> dict[tuple[str, str], list[Observed]]:
     """(family, kind) -> resources, in teardown order."""
+    from tasks import monitoring
+
     clusters = cluster.inventory_clusters(ctx)
     albs = load_balancer.inventory_load_balancers(ctx)
     listeners = load_balancer.inventory_listeners(ctx, albs)
     found: dict[tuple[str, str], list[Observed]] = {
+        **monitoring.inventory_monitoring(ctx),  # first: the alarms watch what follows
         ("cluster", "scalable target"): services.inventory_scaling(ctx, clusters),
         ("cluster", "ecs service"): services.inventory_services(ctx),
         ("cluster", "task definition"): services.inventory_task_definitions(ctx),

@@ -120,9 +120,10 @@ def key_policy(ctx: AwsContext, purpose: str, account: str, part: str | None = N
 # name them; the aws:SourceAccount condition keeps another account's resources of that service out.
 # "secrets" needs no such statement: Secrets Manager uses the key as the calling principal, whose IAM
 # policy grants kms:Decrypt / GenerateDataKey (with kms:ViaService), which the root statement enables.
-SERVICE_USERS = {
+SERVICE_USERS: dict[str, tuple[str | list[str], list[str]]] = {
     "s3": ("config.amazonaws.com", ["kms:Decrypt", "kms:GenerateDataKey"]),  # AWS Config's delivery channel
-    "sns": ("cloudwatch.amazonaws.com", ["kms:Decrypt", "kms:GenerateDataKey*"]),  # alarms publishing to topics
+    # CloudWatch alarms and Budgets notifications publishing to the encrypted alarm topic.
+    "sns": (["budgets.amazonaws.com", "cloudwatch.amazonaws.com"], ["kms:Decrypt", "kms:GenerateDataKey*"]),
 }
 OPTIONAL_PURPOSES = ("secrets", "s3", "sns")  # made only when the stack uses them (app_secrets, Config...)
 

@@ -434,6 +434,18 @@ def desired_count(spec: Stack, service: str, image_known: bool, observed: Observ
     return wanted
 
 
+def deployment_config(spec: Stack, ctx: AwsContext, service: str) -> dict[str, Any]:
+    """The rolling update with the circuit breaker, plus the monitoring phase's deployment alarms: ECS rolls a
+    rollout back when one of them fires. Names only (from the stack), so the alarms may be made before or
+    after the service."""
+    from tasks.monitoring import deployment_alarm_names
+
+    names = deployment_alarm_names(spec, ctx, service)
+    if not names:
+        return DEPLOYMENT
+    return {**DEPLOYMENT, "alarms": {"alarmNames": names, "enable": True, "rollback": True}}
+
+
 def _service_wanted(spec: Stack, ctx: AwsContext, service: str, *, task_definition_arn: str,
                     target_group_arn: str | None, subnet_ids: list[str], security_group_id: str, image_known: bool,
                     observed: Observed | None) -> dict[str, Any]:
@@ -446,7 +458,7 @@ def _service_wanted(spec: Stack, ctx: AwsContext, service: str, *, task_definiti
         "network": {"subnets": sorted(subnet_ids), "securityGroups": [security_group_id],
                     "assignPublicIp": "DISABLED"},
         "health_check_grace": svc.health_check_grace_seconds,
-        "deployment": DEPLOYMENT,
+        "deployment": deployment_config(spec, ctx, service),
         "enable_exec": svc.enable_exec,
         "propagate_tags": "SERVICE",
         "capacity_strategy": [{"capacityProvider": s.provider, "weight": s.weight, "base": s.base}
