@@ -9,7 +9,19 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.common import StackRun, open_stack
-from tasks import app_secrets, cluster, cost, database, dbinit, kms, load_balancer, network, registry, services
+from tasks import (
+    app_secrets,
+    cluster,
+    cost,
+    database,
+    dbinit,
+    kms,
+    load_balancer,
+    network,
+    pipeline,
+    registry,
+    services,
+)
 from tasks.aws import retry_delays, retry_transient
 from tasks.contract import Change
 
@@ -26,6 +38,7 @@ def _plan_monitoring(spec: Any, ctx: Any) -> list[Change]:
 
 
 FAMILIES["monitoring"] = _plan_monitoring
+FAMILIES["pipeline"] = pipeline.plan_pipeline  # GitHub OIDC provider and CI role; none without `pipeline:`
 
 
 @task(task_run_name="plan {family}", retries=3, retry_delay_seconds=retry_delays(),

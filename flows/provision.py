@@ -7,6 +7,7 @@
     ecr key ─> repositories ─> images (per service: check, build, smoke test, push, scan, record)
                                                           (beside everything)
     logs key ─> cluster                                   (needs nothing else)
+    github oidc provider ─> ci role (ECR push by repository name) ─> actions settings   (beside everything)
     public subnets, sg-alb ─> alb, target groups, listeners, rules   (beside the database)
     roles, log groups, repositories, images, DB secret ─> task definitions
     cluster, task definitions, target groups + rules, private subnets, sg-ecs ─> services ─> autoscaling
@@ -28,6 +29,7 @@ from flows.phase_images import collect, image_outputs, stack_dir, submit_images
 from flows.phase_load_balancer import load_balancer_outputs, submit_load_balancer
 from flows.phase_monitoring import monitoring_outputs, submit_monitoring
 from flows.phase_network import network_outputs, submit_network
+from flows.phase_pipeline import pipeline_outputs, submit_pipeline
 from flows.phase_registry import submit_registry
 from flows.phase_security import submit_app_secrets, submit_guardrails
 from tasks import cost, kms
@@ -51,6 +53,8 @@ def provision_flow(params: ProvisionRun = ProvisionRun()) -> dict[str, Any]:  # 
     app_secrets = submit_app_secrets(spec, ctx)  # values made inside the tasks; only ARNs come back
     guardrails = submit_guardrails(spec, ctx)
     registry = submit_registry(spec, ctx, keys["ecr"])
+    # GitHub's OIDC provider and the CI role, beside everything: they need only the repositories' names.
+    pipe = submit_pipeline(spec, ctx, registry.repositories) if spec.pipeline else None
     image_futures = {} if params.skip_images else submit_images(spec, ctx, registry.repositories,
                                                                 stack_dir(params))
     balancer = submit_load_balancer(spec, ctx, vpc=net.vpc, public_subnets=net.tier("public"),
@@ -69,6 +73,8 @@ def provision_flow(params: ProvisionRun = ProvisionRun()) -> dict[str, Any]:  # 
                               "desired count 0")
     settle([*keys.values(), *registry.all(), *net.all(), *db.all(), *image_futures.values(), *balancer.all(),
             *cluster.all(), *watch.all(), *app_secrets.values(), *guardrails])
+    if pipe:
+        settle(pipe.all())
 
     outputs: dict[str, Any] = {"stack": f"{spec.name}-{spec.env}", "region": ctx.region}
     outputs.update(network_outputs(net))
@@ -77,6 +83,8 @@ def provision_flow(params: ProvisionRun = ProvisionRun()) -> dict[str, Any]:  # 
     outputs["images"] = image_outputs(image_results) if image_results else "skipped (--skip-images)"
     outputs.update(load_balancer_outputs(balancer))
     outputs.update(cluster_outputs(cluster))
+    if pipe:
+        outputs.update(pipeline_outputs(pipe))
     outputs.update(monitoring_outputs(watch, ctx))
     publish_outputs(outputs, cost_markdown=cost.render_markdown(cost.estimate(spec, ctx.region)))
     return outputs

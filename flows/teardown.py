@@ -15,7 +15,7 @@ from flows.phase_cluster import submit_cluster_teardown
 from flows.phase_load_balancer import submit_load_balancer_teardown
 from flows.phase_monitoring import submit_monitoring_teardown
 from flows.phase_security import submit_app_secrets_teardown
-from tasks import database, dbinit, iam, kms, logs, network, registry
+from tasks import database, dbinit, iam, kms, logs, network, pipeline, registry
 from tasks.aws import EcsflowError
 from tasks.inventory import take_inventory
 
@@ -76,6 +76,10 @@ def teardown_flow(params: TeardownRun = TeardownRun()) -> dict[str, Any]:  # noq
     snapshots = [s for s in (f.result() for f in instances) if s]
     rest = [logs.delete_log_group.submit(o, ctx) for o in found[("logs", "log group")]]
     rest += [iam.delete_role.submit(o, ctx) for o in found[("iam", "iam role")]]
+    # GitHub's OIDC provider after the roles (the CI role trusts it); it stays while another stack's role does.
+    providers = [pipeline.delete_oidc_provider.submit(o, ctx, wait_for=list(rest))
+                 for o in found.get(("pipeline", "oidc provider"), [])]
+    rest += providers
     # App secrets: a 30-day recovery window in prod (undo with RestoreSecret, or the next `up`), gone at once elsewhere.
     rest += submit_app_secrets_teardown(found, ctx, prod=spec.is_prod)
     for key in found[("kms", "kms key")]:
@@ -89,5 +93,8 @@ def teardown_flow(params: TeardownRun = TeardownRun()) -> dict[str, Any]:  # noq
     rest += [database.hand_over_snapshot.submit(s, ctx) for s in snapshots]
     kept += [f"final DB snapshot {s}" for s in snapshots]
     settle(rest)
+    shared = [reason for reason in (f.result() for f in providers) if reason]
+    kept += shared
+    retained_keys += len(shared)  # what stays is not counted as deleted
     logger.info("teardown of %s done: %d deleted, kept %s", ctx.prefix, count, kept or "nothing")
     return {"deleted": count - retained_keys, "kept": kept}

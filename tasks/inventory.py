@@ -7,7 +7,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from tasks import app_secrets, cluster, database, dbinit, iam, kms, load_balancer, logs, network, registry, services
+from tasks import (
+    app_secrets,
+    cluster,
+    database,
+    dbinit,
+    iam,
+    kms,
+    load_balancer,
+    logs,
+    network,
+    pipeline,
+    registry,
+    services,
+)
 from tasks.aws import TAG_COMPONENT, AwsContext
 from tasks.contract import Observed, aws_task
 
@@ -43,6 +56,8 @@ def inventory(ctx: AwsContext) -> dict[tuple[str, str], list[Observed]]:
     found[("security", "app secret")] = app_secrets.inventory_app_secrets(ctx)
     found[("database", "app user secret")] = dbinit.inventory_app_secrets(ctx)
     found[("kms", "kms key")] = kms.inventory_keys(ctx)
+    # The account's GitHub OIDC provider, when this stack made it (its CI role is among the IAM roles).
+    found[("pipeline", "oidc provider")] = pipeline.inventory_pipeline(ctx)
     return found
 
 
