@@ -15,6 +15,7 @@ from tasks import (
     cost,
     database,
     dbinit,
+    edge,
     kms,
     load_balancer,
     network,
@@ -28,7 +29,8 @@ from tasks.contract import Change
 FAMILIES = {"kms": kms.plan_keys, "network": network.plan_network, "database": database.plan_database,
             "registry": registry.plan_registry, "load_balancer": load_balancer.plan_load_balancer_family,
             "cluster": cluster.plan_cluster_family, "services": services.plan_services,
-            "app_secrets": app_secrets.plan_app_secrets, "dbinit": dbinit.plan_dbinit}
+            "app_secrets": app_secrets.plan_app_secrets, "dbinit": dbinit.plan_dbinit,
+            "edge": edge.plan_edge}
 
 
 def _plan_monitoring(spec: Any, ctx: Any) -> list[Change]:
