@@ -94,7 +94,7 @@ def test_no_secret_value_reaches_prefect_or_the_output(stack: Path, prefect_serv
     db_files = [p for p in Path(prefect_server.db_path).parent.glob(Path(prefect_server.db_path).name + "*")]
     blob = b"".join(p.read_bytes() for p in db_files)
     assert b"ensure app secret app-key" in blob  # the runs that handled the secret are recorded here
-    assert b"outputs-library-prod" in blob  # and so is the outputs artifact
+    assert b"outputs-library-prod" in blob and b"audit-library-prod" in blob  # and the artifacts
     for what, value in values.items():
         assert value.encode() not in blob, f"{what} found in Prefect's database"
         assert value not in OUTPUT.getvalue(), f"{what} printed"
