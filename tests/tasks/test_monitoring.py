@@ -26,6 +26,7 @@ from flows.phase_monitoring import monitoring_flow, submit_monitoring_teardown
 from spec import Stack, load_stack
 from tasks import cluster, database, load_balancer, monitoring, services
 from tasks.aws import CALLS, AwsContext, NotOurs
+from tasks.contract import Observed
 from tests.conftest import LIBRARY_STACK
 from tests.support.servers import MotoServer
 
@@ -61,7 +62,7 @@ def make_watched(spec: Stack, ctx: AwsContext) -> dict[str, str]:
     alb = elbv2.create_load_balancer(Name=load_balancer.alb_name(ctx), Subnets=subnets, SecurityGroups=[group],
                                      Scheme="internet-facing", Type="application",
                                      Tags=tags("alb"))["LoadBalancers"][0]["LoadBalancerArn"]
-    arns = {"alb": alb}
+    arns = {"alb": alb, "subnets": ",".join(subnets), "group": group}
     ecs.create_cluster(clusterName=cluster.cluster_name(ctx), tags=cluster.ecs_tags(ctx, "cluster"))
     family = ecs.register_task_definition(
         family=f"{PREFIX}-app", containerDefinitions=[{"name": "app", "image": "x:1", "memory": 512}],
@@ -237,6 +238,26 @@ def test_services_roll_back_on_their_deployment_alarms(stack: Path) -> None:
                                       subnet_ids=["s"], security_group_id="sg", image_known=True, observed=None)
     assert wanted["deployment"]["alarms"] == {"alarmNames": names, "enable": True, "rollback": True}
     assert wanted["deployment"]["deploymentCircuitBreaker"] == {"enable": True, "rollback": True}
+
+
+def test_ensure_service_gives_the_service_its_deployment_alarms(stack: Path) -> None:
+    spec = load_stack(stack)
+    ctx = AwsContext.for_stack(spec)
+    ecs = client("ecs")
+    name, cluster_name = services.service_name(ctx, "backend"), cluster.cluster_name(ctx)
+    # moto drops deploymentConfiguration on CreateService; after an update it echoes what the service has.
+    ecs.update_service(cluster=cluster_name, service=name, deploymentConfiguration=services.DEPLOYMENT)
+    [before] = ecs.describe_services(cluster=cluster_name, services=[name])["services"]
+    assert "alarms" not in before["deploymentConfiguration"]
+    services.ensure_service.fn(
+        spec, ctx, "backend", cluster=Observed(id=cluster_name, name=cluster_name),
+        task_definition=Observed(id=before["taskDefinition"], name="backend", attrs={"image_known": False}),
+        target_group=Observed(id=stack_arns["backend"], name="backend"),
+        private_subnets=[Observed(id=s, name=s) for s in stack_arns["subnets"].split(",")],
+        security_group=Observed(id=stack_arns["group"], name="sg"))
+    [after] = ecs.describe_services(cluster=cluster_name, services=[name])["services"]
+    assert after["deploymentConfiguration"]["alarms"] == {
+        "alarmNames": monitoring.deployment_alarm_names(spec, ctx, "backend"), "enable": True, "rollback": True}
 
 
 # ---------------------------------------------------------------- changes (these run last, in order)
