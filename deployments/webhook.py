@@ -367,6 +367,7 @@ def serve(config: ReceiverConfig, host: str = "127.0.0.1", port: int = DEFAULT_P
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Prefect API call otherwise
     # proxy_headers: behind the ALB or another HTTPS proxy the access log shows the client's address.
     uvicorn.run(create_app(config, require_secret=require_secret), host=host, port=port, proxy_headers=True,
                 server_header=False, log_level="info")
