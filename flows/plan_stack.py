@@ -16,6 +16,7 @@ from tasks import (
     database,
     dbinit,
     edge,
+    guardrails,
     kms,
     load_balancer,
     network,
@@ -30,6 +31,7 @@ FAMILIES = {"kms": kms.plan_keys, "network": network.plan_network, "database": d
             "registry": registry.plan_registry, "load_balancer": load_balancer.plan_load_balancer_family,
             "cluster": cluster.plan_cluster_family, "services": services.plan_services,
             "app_secrets": app_secrets.plan_app_secrets, "dbinit": dbinit.plan_dbinit,
+            "guardrails": guardrails.plan_guardrails,
             "edge": edge.plan_edge}
 
 

@@ -20,7 +20,7 @@ import json
 from typing import Any
 
 from tasks.aws import AwsContext, EcsflowError, call, call_or_none, error_code, fit_name, tag_map
-from tasks.contract import Observed, aws_task
+from tasks.contract import Action, Change, Observed, aws_task
 from tasks.load_balancer import PUBLIC_ACCESS_BLOCK, partition
 
 CONFIG_KMS_PURPOSE = "s3"
@@ -247,3 +247,32 @@ def ensure_config_recorder(ctx: AwsContext, bucket: Observed) -> Observed:
              ConfigurationRecorderName=observed.name)
         observed.attrs["recording"] = True
     return observed
+
+
+# ---------------------------------------------------------------- plan
+
+
+def plan_guardrails(spec: Any, ctx: AwsContext) -> list[Change]:
+    """Read-only: what `up` would turn on. Nothing when the stack asks for no guardrail."""
+    from tasks import kms
+
+    sec = spec.security
+    changes: list[Change] = []
+    if sec.security_hub:
+        hub = find_security_hub(ctx)
+        standard: Action = "no-op" if hub is not None and fsbp_arn(ctx) in enabled_standards(ctx) else "create"
+        changes.append(Change("security hub", "security hub + FSBP", "create" if hub is None else standard))
+    if sec.guardduty:
+        detector = find_guardduty(ctx)
+        action: Action = "create" if detector is None else ("no-op" if detector.attrs.get("status") == "ENABLED"
+                                                    else "update")
+        changes.append(Change("guardduty detector", detector.id if detector else "guardduty", action))
+    if sec.config_recorder:
+        changes.append(kms.plan_key(ctx, CONFIG_KMS_PURPOSE, kms.find_key(ctx, CONFIG_KMS_PURPOSE)))
+        bucket = find_config_bucket(ctx)
+        changes.append(Change("s3 bucket", config_bucket_name(ctx), "create" if bucket is None else "no-op"))
+        recorder = find_config_recorder(ctx)
+        recording: Action = "create" if recorder is None else (
+            "no-op" if recorder.attrs["recording"] and recorder.attrs["channel"] else "update")
+        changes.append(Change("config recorder", recorder.name if recorder else CONFIG_RECORDER, recording))
+    return changes

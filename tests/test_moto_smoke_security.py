@@ -54,7 +54,13 @@ def test_ensure_security_hub_makes_the_real_calls_and_stops_at_the_standards_in_
 
 
 def test_guardduty_and_config_guardrails_converge_and_a_second_run_changes_nothing() -> None:
+    from spec import load_stack
+
+    spec = load_stack(LIBRARY_STACK)
+    spec = spec.model_copy(update={"security": spec.security.model_copy(update={"guardduty": True,
+                                                                               "config_recorder": True})})
     c = ctx()
+    assert {ch.action for ch in guardrails.plan_guardrails(spec, c)} == {"create"}
     detector = guardrails.ensure_guardduty.fn(c)
     assert client("guardduty").get_detector(DetectorId=detector.id)["Status"] == "ENABLED"
     key = kms.ensure_key.fn(c, guardrails.CONFIG_KMS_PURPOSE)
@@ -75,6 +81,8 @@ def test_guardduty_and_config_guardrails_converge_and_a_second_run_changes_nothi
     guardrails.ensure_guardduty.fn(c)
     guardrails.ensure_config_recorder.fn(c, guardrails.ensure_config_bucket.fn(c, kms.ensure_key.fn(c, "s3")))
     assert CALLS.mutating() == {}
+    assert [(ch.resource, ch.action) for ch in guardrails.plan_guardrails(spec, c)] == [
+        ("guardduty detector", "no-op"), ("kms-key", "no-op"), ("s3 bucket", "no-op"), ("config recorder", "no-op")]
 
 
 def rotation_lambda() -> str:
