@@ -242,3 +242,11 @@ def test_each_rule_catches_its_broken_property(stack: Path, capsys: pytest.Captu
     assert "s3:*" in messages["IAM-ACTIONS"] and "s3:GetObject" in messages["IAM-RESOURCES"]
     assert "30 days" in messages["LOG-RETENTION"] and "HIGH 1" in messages["IMG-FINDINGS"]
     assert "4 ACTIVE" not in messages["TD-REVISIONS"] and "3 ACTIVE revisions" in messages["TD-REVISIONS"]
+
+
+def test_one_rule_alone_prints_a_table_and_exits_1(stack: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    assert main(["audit", "--stack", str(stack), "--rule", "SG-WORLD"]) == 1  # still broken by the test above
+    out = capsys.readouterr().out
+    assert "FAIL SG-WORLD" in out and "open to the internet on port(s) 8443" in out
+    assert "pass SG-WORLD       sg-ecs" in out and "1 failed of 3 checks." in out
