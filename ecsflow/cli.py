@@ -59,13 +59,87 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=4200, help="Prefect UI port (default 4200)")
 
     _add_deploy_verbs(verbs)
-    for verb, what in (("backup", "snapshot the database"),
-                       ("restore-test", "restore the newest snapshot and verify it")):
-        p = verbs.add_parser(verb, help=what)
-        _stack_arg(p)
+    _add_backup_verbs(verbs)
     _add_security_verbs(verbs)
     _add_serving_verbs(verbs)
     return parser
+
+
+def _add_backup_verbs(verbs: Any) -> None:
+    p = verbs.add_parser("backup", help="snapshot the database, copy it to the second region, prune old snapshots")
+    _stack_arg(p)
+    p = verbs.add_parser("restore-test", help="restore the newest snapshot to a temporary instance, verify it, "
+                         "measure RTO/RPO, delete it (exit 1 when verification fails)")
+    _stack_arg(p)
+    p.add_argument("--snapshot", metavar="ID", help="restore this backup snapshot instead of the newest")
+    p = verbs.add_parser("export-data", help="pg_dump the application database to the export bucket and check "
+                         "that the dump restores")
+    _stack_arg(p)
+    p.add_argument("--skip-restore-check", action="store_true", help="only dump, do not restore the dump")
+    p = verbs.add_parser("load-test", help="bounded load against the stack's own public URL (p50/p95/p99, "
+                         "throughput, error rate)")
+    _stack_arg(p)
+    p.add_argument("--url", help="a URL under load_balancer.public_url (default: backup.load_test.path)")
+    p.add_argument("--duration", type=int, metavar="SECONDS", help="default: backup.load_test.duration_seconds")
+    p.add_argument("--requests", type=int, metavar="N", help="default: backup.load_test.requests")
+    p.add_argument("--concurrency", type=int, metavar="N", help="default: backup.load_test.concurrency")
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    load(args.stack)
+    from flows.backup import BackupRun, backup_flow
+
+    report = run_flow(backup_flow, BackupRun(stack_file=args.stack))
+    print(f"Snapshot {report['snapshot']} taken.")
+    if report["copy"]:
+        print(f"  copied to {report['copy']['region']}")
+    for region, names in report["pruned"].items():
+        print(f"  pruned in {region}: {', '.join(names) or 'nothing'}")
+    return EXIT_OK
+
+
+def cmd_restore_test(args: argparse.Namespace) -> int:
+    load(args.stack)
+    from flows.restore_test import RestoreTestRun, restore_test_flow
+
+    result = run_flow(restore_test_flow, RestoreTestRun(stack_file=args.stack, snapshot=args.snapshot))
+    print(f"Restore test passed: {result['snapshot']} restored and verified; RTO {result['rto_seconds']:.1f} s, "
+          f"RPO {result['rpo_seconds']:.0f} s; temporary instance {result['temporary_instance']} deleted.")
+    return EXIT_OK
+
+
+def cmd_export_data(args: argparse.Namespace) -> int:
+    load(args.stack)
+    from flows.export_data import ExportRun, export_data_flow
+
+    result = run_flow(export_data_flow, ExportRun(stack_file=args.stack, restore_check=not args.skip_restore_check))
+    dump = result["dump"]
+    print(f"Exported s3://{dump['bucket']}/{dump['key']} ({dump['bytes']} bytes).")
+    if result["restore_check"]:
+        print(f"  restore check passed: {len(dump['row_counts'])} tables with equal row counts")
+    return EXIT_OK
+
+
+def cmd_load_test(args: argparse.Namespace) -> int:
+    stack = load(args.stack)
+    from flows.load_test import LoadTestRun, load_test_flow
+    from tasks.loadgen import ForeignTarget, resolve_target
+
+    for name in ("duration", "requests", "concurrency"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise BadInput(f"--{name} must be at least 1")
+    try:  # refused before anything is sent
+        resolve_target(stack.public_url, stack.backup.load_test.path, args.url)
+        params = LoadTestRun(stack_file=args.stack, url=args.url, duration_seconds=args.duration,
+                             requests=args.requests, concurrency=args.concurrency)
+    except ForeignTarget as exc:
+        raise BadInput(str(exc)) from None
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+    r = run_flow(load_test_flow, params)
+    print(f"{r['requests']} requests to {r['url']} in {r['duration_seconds']} s: {r['throughput_rps']} req/s, "
+          f"p50 {r['p50_ms']} ms, p95 {r['p95_ms']} ms, p99 {r['p99_ms']} ms, error rate {100 * r['error_rate']:.2f} %")
+    return EXIT_OK
 
 
 def _add_security_verbs(verbs: Any) -> None:
@@ -380,6 +454,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 COMMANDS.update(webhook=cmd_webhook, serve=cmd_serve)
 COMMANDS.update(deploy=cmd_deploy, rollback=cmd_rollback)
 COMMANDS.update({"audit": cmd_audit, "iam-policy": cmd_iam_policy})
+COMMANDS.update({"backup": cmd_backup, "restore-test": cmd_restore_test, "export-data": cmd_export_data,
+                 "load-test": cmd_load_test})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
