@@ -192,7 +192,7 @@ def plan_oidc_provider(spec: Stack, ctx: AwsContext, observed: Observed | None) 
                           (FieldDiff("tags", {k: observed.tags.get(k) for k in missing}, missing),))
         return Change(PROVIDER_RESOURCE, OIDC_HOST, "no-op")
     owner = observed.tags.get(TAG_STACK)
-    who = f"stack {owner}-{observed.tags.get(TAG_ENV)}" if owner else "outside ecsflow"
+    who = f"by stack {owner}-{observed.tags.get(TAG_ENV)}" if owner else "outside ecsflow"
     return Change(PROVIDER_RESOURCE, OIDC_HOST, "no-op", note=f"shared, made {who}: used as it is")
 
 

@@ -179,3 +179,18 @@ def test_a_token_github_refuses_fails_the_run_with_what_to_do(aws: MotoServer, g
         state.result()
     assert wrong not in str(failure.value)
     assert github.writes() == [] and github.variables == {}
+
+
+def test_down_removes_the_ci_role_and_the_provider_it_made(aws: MotoServer) -> None:
+    from flows.teardown import TeardownRun, teardown_flow
+
+    outputs = pipeline_flow(StackRun(stack_file=str(LIBRARY_STACK)))
+    iam = boto3.client("iam", region_name=REGION)
+    assert iam.list_open_id_connect_providers()["OpenIDConnectProviderList"] == [
+        {"Arn": outputs["github_oidc_provider"]}]
+
+    result = teardown_flow(TeardownRun(stack_file=str(LIBRARY_STACK), confirm=True))
+
+    assert result["kept"] == [] and result["deleted"] == 2  # the CI role and the provider
+    assert iam.list_open_id_connect_providers()["OpenIDConnectProviderList"] == []
+    assert iam.list_roles(PathPrefix="/ecsflow/library-prod/")["Roles"] == []
