@@ -15,10 +15,12 @@ import logging
 import os
 import secrets
 import select
+import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -419,3 +421,43 @@ def test_webhook_serve_end_to_end_on_a_real_uvicorn(target: Target, tmp_path: Pa
     assert f"started flow run {first.json()['flow_run_id']}" in output
     assert "rejected, bad signature" in output
     assert SECRET not in output
+
+
+def test_ecsflow_serve_serves_the_deployments_and_the_receiver(target: Target, tmp_path: Path) -> None:
+    """`ecsflow serve` with PREFECT_API_URL set: the deployments are served from a child process,
+    the receiver answers, and Ctrl+C (SIGINT) takes both down."""
+    port = free_port()
+    argv = [sys.executable, "-m", "ecsflow.cli", "serve", "--stack", STACK, "--port", str(port),
+            "--secret-block", target.secret_block, "--state", str(tmp_path / "deliveries.sqlite")]
+    log_path = tmp_path / "serve.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ),
+                                start_new_session=True)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz", timeout=90, proc=proc)
+        health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10).json()
+        assert health["deployment"] == "deploy_app/deploy-app"
+        assert health["repository"] == "example-org/library-app"  # the stack file's pipeline section
+        deadline = time.monotonic() + 90
+        names: set[str] = set()
+        while time.monotonic() < deadline and not {"deploy_app/deploy-app", "rollback/rollback"} <= names:
+            time.sleep(1)
+            with get_client(sync_client=True) as prefect:
+                names = {f"{prefect.read_flow(d.flow_id).name}/{d.name}" for d in prefect.read_deployments()}
+        assert {"deploy_app/deploy-app", "rollback/rollback", "provision/provision"} <= names
+        with get_client(sync_client=True) as prefect:
+            served = prefect.read_deployment_by_name("deploy_app/deploy-app")
+        assert served.global_concurrency_limit is not None and served.global_concurrency_limit.limit == 1
+        children = subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "deployments.serve"], capture_output=True,
+                                  text=True).stdout.split()
+        assert len(children) == 1, "one child process serves the deployments"
+    finally:
+        os.kill(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(40)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, log_path.read_text()[-3000:]
+    assert not Path(f"/proc/{children[0]}").exists(), "the served deployments stopped with it"
+    assert SECRET not in log_path.read_text()
