@@ -10,7 +10,7 @@ done. Whether the app is healthy is decided by the HTTP probe of that container.
 One stack for the module (`up --skip-images` once); the tests change it in file order:
 (a) v1 deploys; deploying it again does nothing; (b) v2 passes its smoke test but fails the probe:
 rolled back; (c) v3 with a migration that cannot run: stopped before any service changes;
-(d) v3 deploys, then a manual rollback returns to v1's revision.
+(d) v3 deploys, then a manual rollback returns to v1's revision; (e) a blue/green rollout.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Any
 import boto3
 import pytest
 import yaml
+from prefect import flow
 
 from blocks.notifier import EcsflowNotifier
 from ecsflow.cli import main
@@ -123,8 +124,32 @@ def site(moto_server: Any, prefect_server: Any, registry_server: RegistryServer,
         stack_file.write_text(yaml.safe_dump(data, sort_keys=False))
         site = Deployable(stack_file, workdir / "web", f"{name}-dev", hook, ecs, registry_server)
         site.release("1")
-        assert main(["up", "--stack", str(stack_file), "--skip-images"]) == 0
+        assert provision_for_deploys(str(stack_file), return_state=True).is_completed()
         yield site
+
+
+@flow(name="deploy-test-setup")
+def provision_for_deploys(stack_file: str) -> None:
+    """What a deploy needs and nothing else (`up` would add the database, monitoring, ...): keys,
+    network, repositories, load balancer, cluster and service, by the phases' own submit functions."""
+    from flows.common import StackRun, open_stack, settle
+    from flows.phase_cluster import submit_cluster, submit_services
+    from flows.phase_load_balancer import submit_load_balancer
+    from flows.phase_network import submit_network
+    from flows.phase_registry import submit_registry
+    from tasks import kms
+
+    spec, ctx = open_stack(StackRun(stack_file=stack_file))
+    keys = {purpose: kms.ensure_key.submit(ctx, purpose) for purpose in ("logs", "ecr")}
+    net = submit_network(spec, ctx, keys["logs"])
+    registry = submit_registry(spec, ctx, keys["ecr"])
+    balancer = submit_load_balancer(spec, ctx, vpc=net.vpc, public_subnets=net.tier("public"),
+                                    alb_security_group=net.security_groups["sg-alb"])
+    cluster = submit_services(spec, ctx, submit_cluster(spec, ctx, keys["logs"]), logs_key=keys["logs"],
+                              repositories=registry.repositories, database=None,  # type: ignore[arg-type]
+                              private_subnets=net.tier("private"), ecs_security_group=net.security_groups["sg-ecs"],
+                              load_balancer=balancer)
+    settle([*keys.values(), *net.all(), *registry.all(), *balancer.all(), *cluster.all()])
 
 
 def deploy(site: Deployable, *extra: str) -> int:
@@ -145,9 +170,11 @@ def latest_run(flow_name: str) -> Any:
 def artifact(key: str) -> str:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
 
     with get_client(sync_client=True) as prefect:
-        found = prefect.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+        found = prefect.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+                                       sort=ArtifactSort.CREATED_DESC, limit=1)
     return str(found[0].data) if found else ""
 
 
@@ -259,6 +286,50 @@ def test_d_a_manual_rollback_returns_to_the_last_verified_revision(site: Deploya
     assert site.revision() == first, "back on the last revision a deploy verified (not the rolled-back one)"
     assert site.recorded() == recorded, "the recorded image follows the rollback"
     assert "rollback succeeded" in site.messages(len(site.hook.received))[-1]
+
+
+# ---------------------------------------------------------------- (e)
+
+
+def test_e_blue_green_rolls_out_with_an_alternate_target_group_a_test_rule_and_a_role(
+        site: Deployable, capsys: pytest.CaptureFixture[str]) -> None:
+    """What moto emulates of ECS native blue/green: the resources and the UpdateService request.
+    The traffic shift, test traffic and bake time are not emulated (docs/deploy.md)."""
+    data = yaml.safe_load(site.stack_file.read_text())
+    data["deploy"]["services"] = {"web": {"strategy": "blue_green", "bake_time_minutes": 5}}
+    site.stack_file.write_text(yaml.safe_dump(data, sort_keys=False))
+    site.release("5")
+    before = site.revision()
+    assert deploy(site, "--no-migrations") == 0, capsys.readouterr().err
+    assert int(site.revision()) > int(before)
+
+    elb, iam = client("elbv2"), client("iam")
+    [primary] = elb.describe_target_groups(Names=[f"{site.prefix}-web"])["TargetGroups"]
+    [alternate] = elb.describe_target_groups(Names=[f"{site.prefix}-web-alt"])["TargetGroups"]
+    assert (alternate["VpcId"], alternate["HealthCheckPath"], alternate["TargetType"]) == (
+        primary["VpcId"], HEALTH, "ip")
+    tags = elb.describe_tags(ResourceArns=[alternate["TargetGroupArn"]])["TagDescriptions"][0]["Tags"]
+    assert {"Key": "ecsflow:component", "Value": "tg-web-alt"} in tags
+    [alb] = elb.describe_load_balancers(Names=[f"{site.prefix}-alb"])["LoadBalancers"]
+    https = next(x for x in elb.describe_listeners(LoadBalancerArn=alb["LoadBalancerArn"])["Listeners"]
+                 if x["Port"] == 443)
+    rules = elb.describe_rules(ListenerArn=https["ListenerArn"])["Rules"]
+    test_rule = next(r for r in rules if any(c["Field"] == "http-header" for c in r["Conditions"]))
+    header = next(c for c in test_rule["Conditions"] if c["Field"] == "http-header")["HttpHeaderConfig"]
+    assert header == {"HttpHeaderName": "X-Ecsflow-Test", "Values": ["*"]}
+    assert int(test_rule["Priority"]) < min(int(r["Priority"]) for r in rules
+                                            if r is not test_rule and r["Priority"] != "default")
+    role = iam.get_role(RoleName=f"{site.prefix}-ecs-infrastructure")["Role"]
+    trust = role["AssumeRolePolicyDocument"]
+    assert trust["Statement"][0]["Principal"] == {"Service": "ecs.amazonaws.com"}
+    attached = iam.list_attached_role_policies(RoleName=role["RoleName"])["AttachedPolicies"]
+    assert [p["PolicyName"] for p in attached] == ["AmazonECSInfrastructureRolePolicyForLoadBalancers"]
+    # moto keeps the request's load balancer block as sent: the ECS side of the wiring.
+    [attached_lb] = site.service()["loadBalancers"]
+    assert attached_lb["targetGroupArn"] == primary["TargetGroupArn"]
+    advanced = attached_lb["advancedConfiguration"]
+    assert advanced["alternateTargetGroupArn"] == alternate["TargetGroupArn"]
+    assert advanced["testListenerRule"] == test_rule["RuleArn"] and advanced["roleArn"] == role["Arn"]
 
 
 def test_bad_input_exits_2_and_changes_nothing(site: Deployable, capsys: pytest.CaptureFixture[str]) -> None:
