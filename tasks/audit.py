@@ -144,12 +144,25 @@ class Facts:
 
     @cached_property
     def buckets(self) -> list[Observed]:
-        from tasks import guardrails
+        """Every bucket named `{stack}-{env}-*` and tagged ours (ALB logs, AWS Config, exports...), with
+        its default encryption, public access block and policy."""
+        from tasks.guardrails import _s3_get
 
-        found = load_balancer.inventory_log_buckets(self.ctx)
-        config = guardrails.find_config_bucket(self.ctx)
-        if config is not None and self.ctx.owns(config.tags):
-            found.append(config)
+        s3 = self.ctx.s3()
+        names = [b["Name"] for b in call("list S3 buckets", s3.list_buckets).get("Buckets", [])
+                 if b["Name"].startswith(f"{self.ctx.prefix}-")]
+        found = []
+        for name in names:
+            tags = tag_map((_s3_get(self.ctx, "get_bucket_tagging", name) or {}).get("TagSet"))
+            if not self.ctx.owns(tags):
+                continue
+            enc = (_s3_get(self.ctx, "get_bucket_encryption", name) or {}).get("ServerSideEncryptionConfiguration", {})
+            default = (enc.get("Rules") or [{}])[0].get("ApplyServerSideEncryptionByDefault", {})
+            block = (_s3_get(self.ctx, "get_public_access_block", name) or {}).get("PublicAccessBlockConfiguration")
+            policy = _s3_get(self.ctx, "get_bucket_policy", name)
+            found.append(Observed(id=f"arn:aws:s3:::{name}", name=name, tags=tags, attrs={
+                "encryption": default.get("SSEAlgorithm"), "public_access_block": block,
+                "policy": json.loads(policy["Policy"]) if policy else None}))
         return found
 
     @cached_property
@@ -237,6 +250,17 @@ def _secrets_encrypted(f: Facts) -> Check:
 def _s3_public_access(f: Facts) -> Check:
     return [(b.name, b.attrs.get("public_access_block") == load_balancer.PUBLIC_ACCESS_BLOCK,
              "public access block is not fully on: run `ecsflow up` (all four settings true)") for b in f.buckets]
+
+
+def _s3_tls_only(f: Facts) -> Check:
+    def denies_plain_http(policy: dict[str, Any] | None) -> bool:
+        return any(s.get("Effect") == "Deny" and s.get("Principal") in ("*", {"AWS": "*"})
+                   and str((s.get("Condition") or {}).get("Bool", {}).get("aws:SecureTransport")).lower() == "false"
+                   for s in (policy or {}).get("Statement", []))
+
+    return [(b.name, denies_plain_http(b.attrs.get("policy")),
+             "the bucket policy does not deny aws:SecureTransport=false: add the DenyInsecureTransport statement "
+             "(`ecsflow up`)") for b in f.buckets]
 
 
 def _rds_private(f: Facts) -> Check:
@@ -454,6 +478,7 @@ RULES: list[Rule] = [
     Rule("ENC-SECRETS", "App secrets encrypted with the stack's key", "medium", _secrets_encrypted),
     Rule("KMS-ROTATION", "KMS keys rotate automatically", "medium", _kms_rotation),
     Rule("PUB-S3", "S3 public access blocked", "critical", _s3_public_access),
+    Rule("S3-TLS", "S3 bucket policies deny plain HTTP", "medium", _s3_tls_only),
     Rule("PUB-RDS", "RDS not publicly accessible", "critical", _rds_private),
     Rule("PUB-ECS", "ECS tasks without public IPs", "high", _ecs_no_public_ip),
     Rule("SG-WORLD", "Only the ALB's 80/443 open to the internet", "critical", _world_open),

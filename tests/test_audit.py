@@ -70,8 +70,8 @@ def test_the_provisioned_library_stack_passes_every_rule(stack: Path, capsys: py
     failed = [f for f in report["findings"] if not f["passed"]]
     assert (code, failed) == (0, [])
     checked = {f["rule"] for f in report["findings"]}
-    # Nothing to check yet: no SNS topic (monitoring), no pushed image (--skip-images).
-    assert checked == set(RULE_IDS) - {"ENC-SNS", "IMG-FINDINGS"}, checked
+    # Maybe nothing to check yet: SNS topics (with monitoring), pushed images (not with --skip-images).
+    assert not set(RULE_IDS) - {"ENC-SNS", "IMG-FINDINGS"} - checked, set(RULE_IDS) - checked
     resources = {(f["rule"], f["resource"]) for f in report["findings"]}
     assert ("ENC-SECRETS", f"{PREFIX}/app-key") in resources
     assert ("RDS-FORCE-SSL", f"{PREFIX}-pg16") in resources
@@ -160,12 +160,20 @@ def break_everything() -> set[tuple[str, str]]:
     logs.put_retention_policy(logGroupName=f"/ecsflow/{PREFIX}/ecs-frontend", retentionInDays=30)
     expected.add(("LOG-RETENTION", f"/ecsflow/{PREFIX}/ecs-frontend"))
 
-    client("sns").create_topic(Name=f"{PREFIX}-alerts", Tags=ours)
-    expected.add(("ENC-SNS", f"{PREFIX}-alerts"))
+    client("sns").create_topic(Name=f"{PREFIX}-rogue", Tags=ours)
+    expected.add(("ENC-SNS", f"{PREFIX}-rogue"))
     bucket = next(b["Name"] for b in client("s3").list_buckets()["Buckets"] if b["Name"].startswith(f"{PREFIX}-alb"))
     client("s3").delete_bucket_encryption(Bucket=bucket)
     client("s3").delete_public_access_block(Bucket=bucket)
     expected |= {("ENC-S3", bucket), ("PUB-S3", bucket)}
+    s3 = client("s3")
+    s3.create_bucket(Bucket=f"{PREFIX}-rogue", CreateBucketConfiguration={"LocationConstraint": REGION})
+    s3.put_bucket_tagging(Bucket=f"{PREFIX}-rogue", Tagging={"TagSet": ours})
+    s3.put_bucket_encryption(Bucket=f"{PREFIX}-rogue", ServerSideEncryptionConfiguration={
+        "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]})
+    s3.put_public_access_block(Bucket=f"{PREFIX}-rogue", PublicAccessBlockConfiguration={
+        k: True for k in ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets")})
+    expected.add(("S3-TLS", f"{PREFIX}-rogue"))  # no TLS-only policy
     client("secretsmanager").create_secret(Name=f"{PREFIX}/rogue", SecretString="x", Tags=ours)
     expected.add(("ENC-SECRETS", f"{PREFIX}/rogue"))
     key = client("kms").describe_key(KeyId=f"alias/{PREFIX}-ecr")["KeyMetadata"]["KeyId"]
@@ -230,8 +238,15 @@ def break_everything() -> set[tuple[str, str]]:
     return expected
 
 
-def test_each_rule_catches_its_broken_property(stack: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    expected = break_everything()
+@pytest.fixture(scope="module")
+def broken(stack: Path) -> set[tuple[str, str]]:
+    """Breaks the module's stack (after the tests above have seen it whole)."""
+    return break_everything()
+
+
+def test_each_rule_catches_its_broken_property(stack: Path, broken: set[tuple[str, str]],
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    expected = broken
     assert {rule for rule, _ in expected} == set(RULE_IDS)  # every rule gets its breakage
     code, report = audit(stack, capsys)
     failed = {(f["rule"], f["resource"]) for f in report["findings"] if not f["passed"]}
@@ -244,9 +259,10 @@ def test_each_rule_catches_its_broken_property(stack: Path, capsys: pytest.Captu
     assert "4 ACTIVE" not in messages["TD-REVISIONS"] and "3 ACTIVE revisions" in messages["TD-REVISIONS"]
 
 
-def test_one_rule_alone_prints_a_table_and_exits_1(stack: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_one_rule_alone_prints_a_table_and_exits_1(stack: Path, broken: set[tuple[str, str]],
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
     capsys.readouterr()
-    assert main(["audit", "--stack", str(stack), "--rule", "SG-WORLD"]) == 1  # still broken by the test above
+    assert main(["audit", "--stack", str(stack), "--rule", "SG-WORLD"]) == 1
     out = capsys.readouterr().out
     assert "FAIL SG-WORLD" in out and "open to the internet on port(s) 8443" in out
     assert "pass SG-WORLD       sg-ecs" in out and "1 failed of 3 checks." in out
