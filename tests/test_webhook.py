@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import json
 import logging
 import os
@@ -461,3 +462,16 @@ def test_ecsflow_serve_serves_the_deployments_and_the_receiver(target: Target, t
     assert proc.returncode == 0, log_path.read_text()[-3000:]
     assert not Path(f"/proc/{children[0]}").exists(), "the served deployments stopped with it"
     assert SECRET not in log_path.read_text()
+
+
+def test_webhook_secret_stores_a_generated_secret_and_refuses_a_short_one(
+        prefect_server: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    block = f"ecsflow-test-generated-{uuid.uuid4().hex[:8]}"
+    assert cli.main(["webhook", "secret", "--secret-block", block, "--generate"]) == 0
+    printed = capsys.readouterr().out.strip()
+    assert len(printed) >= 32 and Secret.load(block).get() == printed  # type: ignore[union-attr]
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO("too-short\n"))
+    assert cli.main(["webhook", "secret", "--secret-block", block]) == 2
+    assert "at least 16 characters" in capsys.readouterr().err
+    assert Secret.load(block).get() == printed  # type: ignore[union-attr]
