@@ -215,3 +215,28 @@ def test_moto_lacks_add_client_id_to_open_id_connect_provider(aws: MotoServer, i
     with pytest.raises((ClientError, ResponseParserError)):  # moto answers an HTML page with HTTP 500
         once.add_client_id_to_open_id_connect_provider(
             OpenIDConnectProviderArn=arn["OpenIDConnectProviderArn"], ClientID="sts.amazonaws.com")
+
+
+@pytest.mark.parametrize(("pipeline_section", "message"), [
+    ({"github_repository": "example-org/library-app/extra"}, "pipeline.github_repository: .* must be owner/name"),
+    ({"github_repository": "-org/app"}, "pipeline.github_repository"),
+    ({"github_repository": "example-org/library-app", "branch": "feature/*"}, "pipeline.branch: .*no wildcards"),
+    ({"github_repository": "example-org/library-app", "branch": "refs/heads/main"}, "pipeline.branch"),
+    ({"github_repository": "example-org/library-app", "write_github_settings": True},
+     "pipeline: write_github_settings needs github_token_block"),
+    ({"github_repository": "example-org/library-app", "oidc_provider": "maybe"}, "pipeline.oidc_provider"),
+])
+def test_a_bad_pipeline_section_is_refused_with_the_field_and_exit_2(
+        tmp_path: Any, capsys: pytest.CaptureFixture[str], pipeline_section: dict[str, Any], message: str) -> None:
+    import yaml
+
+    from ecsflow.cli import main
+
+    data = yaml.safe_load(LIBRARY_STACK.read_text())
+    data["pipeline"] = pipeline_section
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(spec.StackFileError, match=message):
+        spec.load_stack(path)
+    assert main(["plan", "--stack", str(path)]) == 2
+    assert "pipeline" in capsys.readouterr().err
