@@ -620,6 +620,15 @@ class Deploy(Model):
     def for_service(self, service: str) -> ServiceDeploy:
         return self.services.get(service) or ServiceDeploy()
 
+    @model_validator(mode="after")
+    def _bake_within_timeout(self) -> Deploy:
+        for name, settings in self.services.items():
+            if settings.strategy == "blue_green" and settings.bake_time_minutes * 60 >= self.stability_timeout_seconds:
+                raise ValueError(f"deploy.services.{name}.bake_time_minutes ({settings.bake_time_minutes}) must end "
+                                 f"within deploy.stability_timeout_seconds ({self.stability_timeout_seconds}): a "
+                                 f"blue/green rollout completes after its bake time; raise the timeout")
+        return self
+
 
 AWS_REGION = r"^[a-z]{2}(-[a-z]+)+-\d$"
 SQL_TABLE = r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$"
