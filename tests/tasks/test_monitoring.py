@@ -110,6 +110,16 @@ def dims(alarm: dict[str, Any]) -> dict[str, str]:
 # ---------------------------------------------------------------- what the phase made
 
 
+def test_a_typo_in_an_alarm_kind_names_the_field_and_the_kinds(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from ecsflow.cli import main
+
+    path = write_stack(tmp_path / "library.yaml", db_cpus={"threshold": 70})
+    assert main(["plan", "--stack", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "monitoring.alarms" in err and "unknown alarm kind(s) db_cpus" in err and "db_cpu" in err, err
+
+
 def test_topic_is_encrypted_published_to_by_cloudwatch_and_budgets_only_and_subscribed(stack: Path) -> None:
     sns, kms = client("sns"), client("kms")
     arn = f"arn:aws:sns:{REGION}:123456789012:{PREFIX}-alarms"
@@ -129,6 +139,11 @@ def test_topic_is_encrypted_published_to_by_cloudwatch_and_budgets_only_and_subs
     assert tags["ecsflow:component"] == "alarm-topic" and tags["project"] == "library-management"
     subs = sns.list_subscriptions_by_topic(TopicArn=arn)["Subscriptions"]
     assert sorted((s["Protocol"], s["Endpoint"]) for s in subs) == [("email", EMAIL), ("https", HOOK)]
+    # The webhook's token never reaches a result or a plan: only its host and a hash.
+    spec = load_stack(stack)
+    ctx = AwsContext.for_stack(spec)
+    shown = repr(monitoring.find_topic(ctx)) + repr(monitoring.plan_monitoring(spec, ctx))
+    assert "secret-token" not in shown and "https:hooks.example.com#" in shown
 
 
 def test_every_alarm_watches_the_right_metric_of_the_live_resources(stack: Path) -> None:
