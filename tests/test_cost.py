@@ -1,16 +1,15 @@
 """The monthly cost estimate: figures for the library stack worked out by hand from the price table
 (tasks/prices/ap-northeast-1.yaml: 730 h a month), the capacity-strategy split, and what it says
-when it cannot price something. Then `ecsflow plan` prints it and its artifact carries it."""
+when it cannot price something. (`ecsflow plan` printing it, and its artifact in the Prefect UI:
+tests/test_ui.py.)"""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
 import yaml
 
-from ecsflow.cli import main
 from spec import Stack, load_stack
 from tasks import cost
 from tests.conftest import LIBRARY_STACK, ROOT
@@ -106,25 +105,3 @@ def test_region_without_a_price_table_says_so() -> None:
 def test_price_table_states_region_date_and_source() -> None:
     table = yaml.safe_load((ROOT / "tasks" / "prices" / "ap-northeast-1.yaml").read_text())
     assert table["region"] == "ap-northeast-1" and table["as_of"] and table["source"]
-
-
-@pytest.mark.prefect
-def test_plan_prints_the_estimate_and_its_artifact_holds_it(
-    aws: Any, prefect_server: Any, capsys: pytest.CaptureFixture[str]
-) -> None:
-    assert main(["plan", "--stack", str(LIBRARY_STACK)]) == 0
-    out = capsys.readouterr().out
-    assert "Estimated monthly cost: $367.26, ap-northeast-1 prices as of 2026-11-28" in out
-    assert "  RDS instance" in out
-
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-
-    async def artifact() -> str:
-        async with get_client() as client:
-            found = await client.read_latest_artifacts(
-                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["plan-library-prod"])))
-            return str(found[0].data)
-
-    markdown = asyncio.run(artifact())
-    assert "## Estimated monthly cost" in markdown and "**$367.26**" in markdown
