@@ -134,8 +134,8 @@ class GitHubRepo:
                    {"encrypted_value": seal(key["key"], value), "key_id": key["key_id"]})
 
 
-@task(task_run_name="write github settings", cache_policy=NO_CACHE, persist_result=False, retries=3,
-      retry_delay_seconds=retry_delays()[:3], retry_condition_fn=_retry_github)
+@task(task_run_name="write github settings {spec.pipeline.github_repository}", cache_policy=NO_CACHE,
+      persist_result=False, retries=3, retry_delay_seconds=retry_delays()[:3], retry_condition_fn=_retry_github)
 def write_github_settings(spec: Stack, ctx: AwsContext, role: Observed,
                           repositories: dict[str, Observed]) -> dict[str, list[str]]:
     """Write the variables deploy.yml reads and the webhook secret. Returns the names written
