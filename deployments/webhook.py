@@ -170,7 +170,13 @@ class SecretSource:
 
     async def get(self) -> str:
         if self._value is None or time.monotonic() - self._loaded_at > self.ttl:
-            self._value = await load_secret(self.block_name)
+            try:
+                self._value = await load_secret(self.block_name)
+            except Exception as exc:
+                if self._value is None:
+                    raise
+                # The Prefect API is briefly away: keep verifying with the secret we have.
+                log.warning("webhook secret not refreshed (%s); using the one loaded before", type(exc).__name__)
             self._loaded_at = time.monotonic()
         return self._value
 
