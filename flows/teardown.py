@@ -15,7 +15,7 @@ from flows.phase_cluster import submit_cluster_teardown
 from flows.phase_load_balancer import submit_load_balancer_teardown
 from flows.phase_monitoring import submit_monitoring_teardown
 from flows.phase_security import submit_app_secrets_teardown
-from tasks import database, dbinit, iam, kms, logs, network, pipeline, registry
+from tasks import backup, database, dbinit, export, iam, kms, logs, network, pipeline, registry
 from tasks.aws import EcsflowError
 from tasks.inventory import take_inventory
 
@@ -53,7 +53,11 @@ def teardown_flow(params: TeardownRun = TeardownRun()) -> dict[str, Any]:  # noq
     instances = [database.delete_db_instance.submit(o, ctx, final_snapshot=final_snapshot, confirmed=True)
                  for o in found[("database", "db instance")]]
     repos = [registry.delete_repository.submit(o, ctx) for o in found[("registry", "ecr repository")]]
-    groups = [database.delete_db_subnet_group.submit(o, ctx, wait_for=instances)
+    # The restore test's temporary instances (no final snapshot) sit in the same subnet and security groups.
+    temporary = [backup.delete_temporary_instance.submit(o.name, ctx)
+                 for o in found.get(("backup", "temporary db instance"), [])]
+    app += temporary
+    groups = [database.delete_db_subnet_group.submit(o, ctx, wait_for=instances + temporary)
               for o in found[("database", "db subnet group")]]
     groups += [database.delete_db_parameter_group.submit(o, ctx, wait_for=instances)
                for o in found[("database", "db parameter group")]]
@@ -91,6 +95,13 @@ def teardown_flow(params: TeardownRun = TeardownRun()) -> dict[str, Any]:  # noq
         else:
             rest.append(kms.delete_key.submit(key, ctx))
     rest += [database.hand_over_snapshot.submit(s, ctx) for s in snapshots]
+    # Our backups and their copies go (the final snapshot, when taken, is the recovery point that stays),
+    # then the copy region's key; the export bucket is emptied and deleted.
+    backups = [backup.delete_snapshot.submit(o, ctx) for o in found.get(("backup", "db snapshot"), [])]
+    rest += backups
+    rest += [kms.delete_key.submit(k, backup.region_context(ctx, k.attrs["region"]), wait_for=backups)
+             for k in found.get(("backup", "copy-region kms key"), [])]
+    rest += [export.delete_export_bucket.submit(o, ctx) for o in found.get(("backup", "export bucket"), [])]
     kept += [f"final DB snapshot {s}" for s in snapshots]
     settle(rest)
     shared = [reason for reason in (f.result() for f in providers) if reason]

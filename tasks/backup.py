@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from spec import Stack
-from tasks import database
+from tasks import database, kms
 from tasks.aws import (
     TAG_COMPONENT,
     AwsContext,
@@ -267,7 +267,20 @@ def inventory_backups(ctx: AwsContext) -> list[Observed]:
 
 
 def copy_regions(ctx: AwsContext, backups: list[Observed]) -> list[str]:
-    return sorted({s.attrs["region"] for s in backups} - {ctx.region})
+    """Regions other than ctx's that hold copies or were named as copy targets (a copy that failed
+    may still have left its KMS key there)."""
+    named = {s.tags[TAG_COPY_REGION] for s in backups if s.tags.get(TAG_COPY_REGION)}
+    return sorted(({s.attrs["region"] for s in backups} | named) - {ctx.region})
+
+
+def inventory_copy_keys(ctx: AwsContext, backups: list[Observed]) -> list[Observed]:
+    """Our snapshot-copy KMS keys in the copy regions (attrs["region"] says where)."""
+    keys = []
+    for region in copy_regions(ctx, backups):
+        for key in kms.inventory_keys(region_context(ctx, region)):
+            key.attrs["region"] = region
+            keys.append(key)
+    return keys
 
 
 # ---------------------------------------------------------------- the restore test's temporary instance

@@ -63,6 +63,14 @@ def inventory(ctx: AwsContext) -> dict[tuple[str, str], list[Observed]]:
     found[("security", "app secret")] = app_secrets.inventory_app_secrets(ctx)
     found[("database", "app user secret")] = dbinit.inventory_app_secrets(ctx)
     found[("kms", "kms key")] = kms.inventory_keys(ctx)
+    # The backup family: the restore test's temporary instances, our backup snapshots (and their copies),
+    # the copy region's KMS key, the export bucket.
+    from tasks import backup, export
+
+    found[("backup", "temporary db instance")] = backup.inventory_temporary_instances(ctx)
+    found[("backup", "db snapshot")] = backup.inventory_backups(ctx)
+    found[("backup", "copy-region kms key")] = backup.inventory_copy_keys(ctx, found[("backup", "db snapshot")])
+    found[("backup", "export bucket")] = export.inventory_export_buckets(ctx)
     # The account's GitHub OIDC provider, when this stack made it (its CI role is among the IAM roles).
     found[("pipeline", "oidc provider")] = pipeline.inventory_pipeline(ctx)
     return found

@@ -228,3 +228,39 @@ def test_restore_test_deletes_the_copy_when_verification_fails(aws: MotoServer, 
     markdown = read_artifact("restore-test-library-prod").data
     assert "**FAILED**" in markdown and "| rows of books | yes | 120 rows |" in markdown
     assert "(deleted)" in markdown and "| restore alone | -" not in markdown  # the copy was made, then deleted
+
+
+@pytest.mark.prefect
+def test_teardown_removes_backups_copies_leftover_restores_and_the_export_bucket(aws: MotoServer,
+                                                                               tmp_path: Path) -> None:
+    from flows.teardown import TeardownRun, teardown_flow
+    from tasks import export, kms
+    from tasks.inventory import inventory
+
+    path = write_stack(tmp_path, copy_region=COPY_REGION)
+    stack = load_stack(path)
+    ctx = production(stack)
+    snapshot = backup.create_snapshot.fn(stack, ctx, datetime.now(UTC))
+    copy_ctx = backup.region_context(ctx, COPY_REGION)
+    copy_key = kms.ensure_key.fn(copy_ctx, backup.COPY_KEY_PURPOSE)
+    backup.copy_snapshot.fn(snapshot, copy_ctx, copy_key)
+    # a restore test that crashed before its cleanup, and the export bucket
+    name = backup.restore_identifier(ctx, datetime.now(UTC))
+    leftover = backup.restore_temporary_instance.fn(stack, ctx, snapshot, name)
+    export.ensure_export_bucket.fn(stack, ctx, kms.ensure_key.fn(ctx, "rds"))
+    client("rds").create_db_snapshot(DBSnapshotIdentifier="someone-elses", DBInstanceIdentifier="library-prod-db")
+
+    found = inventory(ctx)
+    assert [o.name for o in found[("backup", "temporary db instance")]] == [leftover.name]
+    assert [o.name for o in found[("database", "db instance")]] == ["library-prod-db"]  # not the temporary one
+    assert sorted((o.name, o.attrs["region"]) for o in found[("backup", "db snapshot")]) == [
+        (snapshot.name, REGION), (snapshot.name, COPY_REGION)]
+    assert [k.id for k in found[("backup", "copy-region kms key")]] == [copy_key.id]
+    assert [b.name for b in found[("backup", "export bucket")]] == [export.bucket_name(ctx)]
+
+    teardown_flow(TeardownRun(stack_file=str(path), confirm=True, final_snapshot=False))
+
+    assert instances() == []
+    assert set(snapshots(kind="manual")) == {"someone-elses"} and snapshots(COPY_REGION) == {}
+    assert client("kms", COPY_REGION).describe_key(KeyId=copy_key.id)["KeyMetadata"]["KeyState"] == "PendingDeletion"
+    assert export.bucket_name(ctx) not in [b["Name"] for b in client("s3").list_buckets()["Buckets"]]
