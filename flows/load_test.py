@@ -36,7 +36,8 @@ def load_test_flow(params: LoadTestRun = LoadTestRun()) -> dict[str, Any]:  # no
                               params.requests or settings.requests, params.concurrency or settings.concurrency,
                               settings.timeout_seconds)
     result["at"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%MZ")
-    previous = (run_history.read(HISTORY, ctx.prefix) or [None])[-1]
+    earlier = run_history.read(HISTORY, ctx.prefix)
+    previous = earlier[-1] if earlier else None
     run_history.append(HISTORY, ctx.prefix, {k: result[k] for k in ("at", "requests", *COMPARED)})
     create_markdown_artifact(key=f"load-test-{ctx.prefix}", markdown=load_markdown(ctx.prefix, result, previous),
                              description=f"Load test of {ctx.prefix}")

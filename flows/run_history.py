@@ -31,7 +31,7 @@ def append(kind: str, prefix: str, entry: dict[str, Any]) -> list[dict[str, Any]
     history = [*read(kind, prefix), entry][-MAX_ENTRIES:]
     while len(history) > 1 and len(json.dumps(history)) > MAX_CHARS:
         history.pop(0)
-    Variable.set(variable_name(kind, prefix), history, overwrite=True)  # type: ignore[arg-type]
+    Variable.set(variable_name(kind, prefix), history, overwrite=True)
     return history
 
 
