@@ -150,6 +150,8 @@ def _add_security_verbs(verbs: Any) -> None:
     p = verbs.add_parser("iam-policy", help="print the IAM policy the runner of ecsflow's flows needs")
     _stack_arg(p)
     p.add_argument("--account", metavar="ID", help="AWS account id (default: asked of STS; * when unreachable)")
+    p.add_argument("--split", action="store_true", help="print a JSON list of documents, each within IAM's "
+                   "6,144-character managed-policy limit (attach them all)")
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -182,7 +184,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 def cmd_iam_policy(args: argparse.Namespace) -> int:
     stack = load(args.stack)
     from tasks.aws import AwsContext, EcsflowError
-    from tasks.runner_policy import runner_policy
+    from tasks.runner_policy import runner_policy, split_policy
 
     if args.account is not None and not (args.account.isdigit() and len(args.account) == 12):
         raise BadInput(f"--account {args.account!r} is not a 12-digit AWS account id")
@@ -193,7 +195,8 @@ def cmd_iam_policy(args: argparse.Namespace) -> int:
             account = ctx.account_id()
         except EcsflowError:
             account = "*"
-    print(json.dumps(runner_policy(stack, ctx.region, account), indent=2))
+    policy = runner_policy(stack, ctx.region, account)
+    print(json.dumps(split_policy(policy) if args.split else policy, indent=2))
     return EXIT_OK
 
 

@@ -17,6 +17,7 @@ Each such statement's Sid says why. No statement grants a wildcard action.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from spec import Stack
@@ -88,7 +89,8 @@ def runner_policy(spec: Stack, region: str, account: str) -> dict[str, Any]:
                   "CreateVpc", "CreateSubnet", "CreateInternetGateway", "AllocateAddress", "CreateNatGateway",
                   "CreateRouteTable", "CreateSecurityGroup", "CreateVpcEndpoint", "CreateFlowLogs"]}}),
         _stmt("Ec2ChangeOnlyOurs", [
-            "ec2:ModifyVpcAttribute", "ec2:ModifySubnetAttribute", "ec2:AttachInternetGateway",
+            "ec2:ModifyVpcAttribute", "ec2:ModifySubnetAttribute", "ec2:ReplaceRouteTableAssociation",
+            "ec2:AttachInternetGateway",
             "ec2:DetachInternetGateway", "ec2:CreateRoute", "ec2:ReplaceRoute", "ec2:AssociateRouteTable",
             "ec2:DisassociateRouteTable", "ec2:AuthorizeSecurityGroupIngress", "ec2:AuthorizeSecurityGroupEgress",
             "ec2:RevokeSecurityGroupIngress", "ec2:RevokeSecurityGroupEgress", "ec2:ModifyVpcEndpoint",
@@ -118,7 +120,7 @@ def runner_policy(spec: Stack, region: str, account: str) -> dict[str, Any]:
         _stmt("EcsOwnClusterServicesTaskDefinitions", [
             "ecs:CreateCluster", "ecs:UpdateCluster", "ecs:DeleteCluster", "ecs:PutClusterCapacityProviders",
             "ecs:CreateService", "ecs:UpdateService", "ecs:DeleteService", "ecs:TagResource", "ecs:RunTask",
-            "ecs:RegisterTaskDefinition", "ecs:DeleteTaskDefinitions",
+            "ecs:RegisterTaskDefinition", "ecs:DeleteTaskDefinitions", "ecs:ListTagsForResource",
         ], [f"{arn}:ecs:{reg}:cluster/{prefix}-*", f"{arn}:ecs:{reg}:service/{prefix}-*/*",
             f"{arn}:ecs:{reg}:task-definition/{prefix}-*:*", f"{arn}:ecs:{reg}:task/{prefix}-*/*"]),
         _stmt("PassOnlyOurRolesToTheirServices", ["iam:PassRole"], roles,
@@ -191,6 +193,7 @@ def runner_policy(spec: Stack, region: str, account: str) -> dict[str, Any]:
         _stmt("SnsReadTopicsForTheAudit", ["sns:ListTagsForResource", "sns:GetTopicAttributes"],
               f"{arn}:sns:{reg}:{prefix}-*"),
     ]
+    statements += _other_families(spec, arn, reg, account, prefix, resource_tag)
     sec = spec.security
     if sec.security_hub:
         statements.append(_stmt("SecurityHubIsAccountWide", [
@@ -210,3 +213,133 @@ def runner_policy(spec: Stack, region: str, account: str) -> dict[str, Any]:
         statements.append(_stmt("ConfigServiceLinkedRole", ["iam:GetRole"],
                                 f"{arn}:iam::{account}:role/aws-service-role/config.amazonaws.com/*"))
     return {"Version": "2012-10-17", "Statement": statements}
+
+
+def _other_families(spec: Stack, arn: str, reg: str, account: str, prefix: str,
+                    resource_tag: dict[str, Any]) -> list[dict[str, Any]]:
+    """Monitoring, backups and exports, the CI pipeline and the edge: each when the stack has it."""
+    out = [
+        # Backups copy snapshots to a second region and restore tests run anywhere the stack names.
+        _stmt("RdsSnapshotsOfTheStackInAnyRegion", [
+            "rds:CreateDBSnapshot", "rds:CopyDBSnapshot", "rds:DeleteDBSnapshot", "rds:AddTagsToResource",
+            "rds:RestoreDBInstanceFromDBSnapshot", "rds:DeleteDBInstance", "rds:ModifyDBInstance",
+        ], [f"{arn}:rds:*:{account}:snapshot:{prefix}-*", f"{arn}:rds:*:{account}:db:{prefix}-*",
+            f"{arn}:rds:*:{account}:subgrp:{prefix}-*", f"{arn}:rds:*:{account}:pg:{prefix}-*",
+            f"{arn}:rds:*:{account}:og:default:*"]),
+        _stmt("KmsOwnKeysInAnyRegion", ["kms:CreateGrant", "kms:Decrypt", "kms:ReEncryptFrom", "kms:ReEncryptTo",
+                                        "kms:GenerateDataKey", "kms:DescribeKey"],
+              f"{arn}:kms:*:{account}:key/*", resource_tag),
+        _stmt("S3ObjectsOfOwnBuckets", ["s3:GetObject", "s3:PutObject"], f"{arn}:s3:::{prefix}-*/*"),
+    ]
+    if spec.monitoring.enabled:
+        out += [
+            _stmt("CloudWatchListHasNoResource", ["cloudwatch:ListDashboards"], "*"),
+            _stmt("SnsUnsubscribeHasNoResource", ["sns:Unsubscribe"], "*"),
+            _stmt("CloudWatchOwnAlarmsAndDashboard", [
+                "cloudwatch:PutMetricAlarm", "cloudwatch:DeleteAlarms", "cloudwatch:TagResource",
+                "cloudwatch:ListTagsForResource", "cloudwatch:PutDashboard", "cloudwatch:GetDashboard",
+                "cloudwatch:DeleteDashboards", "cloudwatch:DescribeAlarms",
+            ], [f"{arn}:cloudwatch:{reg}:alarm:{prefix}-*", f"{arn}:cloudwatch::{account}:dashboard/{prefix}-*"]),
+            _stmt("LogsOwnMetricFilters", ["logs:PutMetricFilter", "logs:DeleteMetricFilter",
+                                           "logs:DescribeMetricFilters"],
+                  f"{arn}:logs:{reg}:log-group:/ecsflow/{prefix}/*"),
+            _stmt("SnsOwnTopics", [
+                "sns:CreateTopic", "sns:DeleteTopic", "sns:SetTopicAttributes", "sns:Subscribe",
+                "sns:TagResource", "sns:ListSubscriptionsByTopic",
+            ], f"{arn}:sns:{reg}:{prefix}-*"),
+            _stmt("BudgetsOwn", ["budgets:ModifyBudget", "budgets:ViewBudget"],
+                  f"{arn}:budgets::{account}:budget/{prefix}-*"),
+        ]
+    if spec.pipeline is not None:
+        out += [
+            _stmt("OidcProvidersListHasNoResource", ["iam:ListOpenIDConnectProviders"], "*"),
+            _stmt("GitHubOidcProvider", [
+                "iam:CreateOpenIDConnectProvider", "iam:GetOpenIDConnectProvider", "iam:TagOpenIDConnectProvider",
+                "iam:DeleteOpenIDConnectProvider", "iam:AddClientIDToOpenIDConnectProvider",
+            ], f"{arn}:iam::{account}:oidc-provider/token.actions.githubusercontent.com"),
+        ]
+    lb = spec.load_balancer
+    if lb.dns is not None:
+        out += [
+            _stmt("Route53ZoneLookupAndHealthCheckCreateHaveNoResource", ["route53:ListHostedZonesByName",
+                                                                          "route53:CreateHealthCheck"], "*"),
+            # The hosted zone is the user's (its id is known only at run time); records and health checks.
+            _stmt("Route53Records", ["route53:ChangeResourceRecordSets", "route53:ListResourceRecordSets",
+                                     "route53:GetHostedZone"], f"{arn}:route53:::hostedzone/*"),
+            _stmt("Route53HealthChecks", ["route53:UpdateHealthCheck", "route53:DeleteHealthCheck",
+                                          "route53:ChangeTagsForResource", "route53:ListTagsForResources"],
+                  [f"{arn}:route53:::healthcheck/*", f"{arn}:route53:::hostedzone/*"]),
+        ]
+    if lb.cdn.enabled:
+        out += [
+            _stmt("CloudFrontDistributions", [
+                "cloudfront:CreateDistribution", "cloudfront:UpdateDistribution", "cloudfront:GetDistribution",
+                "cloudfront:GetDistributionConfig", "cloudfront:DeleteDistribution", "cloudfront:TagResource",
+                "cloudfront:ListTagsForResource"], f"{arn}:cloudfront::{account}:distribution/*"),
+            # The CDN's certificate must live in us-east-1 (CloudFront's rule), tagged like the rest.
+            _stmt("AcmUsEast1ForCloudFront", ["acm:AddTagsToCertificate", "acm:DescribeCertificate",
+                                              "acm:ListTagsForCertificate", "acm:DeleteCertificate"],
+                  f"{arn}:acm:us-east-1:{account}:certificate/*"),
+        ]
+    if lb.waf.enabled:
+        out += [
+            _stmt("WafListHasNoResource", ["wafv2:ListWebACLs"], "*"),
+            _stmt("WafOwnWebAcl", [
+                "wafv2:CreateWebACL", "wafv2:UpdateWebACL", "wafv2:GetWebACL", "wafv2:DeleteWebACL",
+                "wafv2:TagResource", "wafv2:ListTagsForResource", "wafv2:AssociateWebACL",
+                "wafv2:DisassociateWebACL", "wafv2:GetWebACLForResource",
+            ], [f"{arn}:wafv2:*:{account}:*/webacl/{prefix}-*/*", f"{arn}:wafv2:*:{account}:*/managedruleset/*/*",
+                f"{arn}:elasticloadbalancing:{reg}:loadbalancer/app/{prefix}-*/*"]),
+        ]
+    return out
+
+
+# ---------------------------------------------------------------- which IAM action an API call needs
+
+# boto3 service name -> IAM service prefix, where they differ.
+IAM_PREFIX = {"elbv2": "elasticloadbalancing", "resourcegroupstaggingapi": "tag"}
+# API operations whose IAM action has another name (S3 mostly), or that need no permission.
+IAM_ACTION = {
+    "s3:HeadBucket": "s3:ListBucket", "s3:ListBuckets": "s3:ListAllMyBuckets",
+    "s3:GetBucketEncryption": "s3:GetEncryptionConfiguration",
+    "s3:PutBucketEncryption": "s3:PutEncryptionConfiguration",
+    "s3:GetBucketLifecycleConfiguration": "s3:GetLifecycleConfiguration",
+    "s3:PutBucketLifecycleConfiguration": "s3:PutLifecycleConfiguration",
+    "s3:GetPublicAccessBlock": "s3:GetBucketPublicAccessBlock",
+    "s3:PutPublicAccessBlock": "s3:PutBucketPublicAccessBlock",
+    "s3:ListObjectVersions": "s3:ListBucketVersions", "s3:DeleteObjects": "s3:DeleteObject",
+    "logs:ListTagsForResource": "logs:ListTagsForResource",
+}
+NO_PERMISSION = {"sts:GetCallerIdentity"}
+
+
+def required_action(call: str) -> str | None:
+    """`service:Operation` as CALLS records it -> the IAM action it needs (None: no permission)."""
+    service, operation = call.split(":", 1)
+    action = f"{IAM_PREFIX.get(service, service)}:{operation}"
+    if action in NO_PERMISSION:
+        return None
+    if service == "budgets":  # the Budgets API has two IAM actions: view and modify
+        return "budgets:ViewBudget" if operation.startswith(("Describe", "View")) else "budgets:ModifyBudget"
+    return IAM_ACTION.get(action, action)
+
+
+MANAGED_POLICY_LIMIT = 6144  # characters of a customer-managed policy, whitespace excluded
+
+
+def split_policy(policy: dict[str, Any], limit: int = MANAGED_POLICY_LIMIT) -> list[dict[str, Any]]:
+    """The statements packed into as few documents as fit IAM's managed-policy size limit (a role takes
+    up to 10 managed policies by default), in order."""
+    docs: list[list[dict[str, Any]]] = [[]]
+    for statement in policy["Statement"]:
+        candidate = {"Version": policy["Version"], "Statement": [*docs[-1], statement]}
+        if docs[-1] and len(json.dumps(candidate, separators=(",", ":"))) > limit:
+            docs.append([statement])
+        else:
+            docs[-1].append(statement)
+    return [{"Version": policy["Version"], "Statement": statements} for statements in docs]
+
+
+def granted_actions(policy: dict[str, Any]) -> set[str]:
+    return {a for s in policy["Statement"] if s["Effect"] == "Allow"
+            for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}

@@ -43,6 +43,9 @@ def stack() -> Stack:
     data["services"]["frontend"]["enable_exec"] = True
     data["pipeline"] = {"github_repository": "example/library"}
     data["security"] = {"security_hub": True, "config_recorder": True, "guardduty": True}
+    # Every optional family on, so the runner policy carries all its statements.
+    data["load_balancer"].update(dns={}, cdn={"enabled": True}, waf={"enabled": True})
+    data["monitoring"] = {"monthly_budget_usd": 100}
     return Stack.model_validate(data)
 
 

@@ -52,6 +52,10 @@ def test_iam_policy_prints_a_policy_document_scoped_to_the_stack(capsys: pytest.
     assert sids["Ec2ChangeOnlyOurs"]["Condition"] == {"StringEquals": {"aws:ResourceTag/ecsflow:stack": "library"}}
     assert "SecurityHubIsAccountWide" not in sids  # the library stack asks for no guardrails
     assert main(["iam-policy", "--stack", str(LIBRARY_STACK), "--account", "12"]) == 2
+    assert main(["iam-policy", "--stack", str(LIBRARY_STACK), "--account", "123456789012", "--split"]) == 0
+    parts = json.loads(capsys.readouterr().out)
+    assert len(parts) > 1 and [s for p in parts for s in p["Statement"]] == doc["Statement"]
+    assert all(len(json.dumps(p, separators=(",", ":"))) <= 6144 for p in parts)
 
 
 def test_report_lists_failures_first_with_what_to_fix() -> None:
