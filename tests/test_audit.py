@@ -25,6 +25,8 @@ import yaml
 
 from ecsflow.cli import main
 from tasks.audit import RULE_IDS
+from tasks.aws import CALLS
+from tasks.runner_policy import granted_actions, required_action, runner_policy
 from tests.conftest import LIBRARY_STACK
 
 pytestmark = pytest.mark.prefect
@@ -54,14 +56,17 @@ def audit(stack: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[st
 
 
 OUTPUT = io.StringIO()  # what `up` printed (stdout and stderr)
+UP_CALLS: set[str] = set()  # every AWS operation `up` and the clean audit made (in this process)
 
 
 @pytest.fixture(scope="module")
 def stack(moto_server: Any, prefect_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     moto_server.reset()
     path = write_stack(tmp_path_factory.mktemp("audit") / "library.yaml")
+    CALLS.reset()
     with contextlib.redirect_stdout(OUTPUT), contextlib.redirect_stderr(OUTPUT):
         assert main(["up", "--stack", str(path), "--skip-images"]) == 0
+    UP_CALLS.update(CALLS.calls)
     yield path
 
 
@@ -72,10 +77,21 @@ def test_the_provisioned_library_stack_passes_every_rule(stack: Path, capsys: py
     checked = {f["rule"] for f in report["findings"]}
     # Maybe nothing to check yet: SNS topics (with monitoring), pushed images (not with --skip-images).
     assert not set(RULE_IDS) - {"ENC-SNS", "IMG-FINDINGS"} - checked, set(RULE_IDS) - checked
+    UP_CALLS.update(CALLS.calls)
     resources = {(f["rule"], f["resource"]) for f in report["findings"]}
     assert ("ENC-SECRETS", f"{PREFIX}/app-key") in resources
     assert ("RDS-FORCE-SSL", f"{PREFIX}-pg16") in resources
     assert ("DEL-RDS", f"{PREFIX}-db") in resources
+
+
+def test_the_runner_policy_grants_every_action_up_and_audit_used(stack: Path) -> None:
+    from spec import load_stack
+
+    assert len(UP_CALLS) > 100  # `up` and the audit ran in this process (their calls were counted)
+    needed = {a for a in (required_action(c) for c in UP_CALLS) if a}
+    policy = runner_policy(load_stack(stack), REGION, "123456789012")
+    missing = sorted(needed - granted_actions(policy))
+    assert missing == [], f"the runner policy lacks {missing}"
 
 
 def test_no_secret_value_reaches_prefect_or_the_output(stack: Path, prefect_server: Any) -> None:
