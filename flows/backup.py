@@ -12,6 +12,7 @@ from prefect.artifacts import create_markdown_artifact
 from flows.common import StackRun, open_stack
 from flows.run_history import notify
 from tasks import backup, kms
+from tasks.aws import EcsflowError
 
 
 class BackupRun(StackRun):
@@ -26,6 +27,8 @@ def backup_flow(params: BackupRun = BackupRun()) -> dict[str, Any]:  # noqa: B00
     now = datetime.now(UTC)
     retention = spec.backup.snapshot_retention_days
     report: dict[str, Any] = {"snapshot": backup.snapshot_identifier(ctx, now), "copy": None, "pruned": {}}
+    if spec.backup.copy_region == ctx.region:  # the stack file left the region to AWS_REGION
+        raise EcsflowError(f"backup.copy_region {ctx.region} is the region the stack runs in; name another region")
     try:
         snapshot = backup.create_snapshot(spec, ctx, now)
         report["snapshot_created"] = snapshot.attrs.get("created")

@@ -264,3 +264,20 @@ def test_teardown_removes_backups_copies_leftover_restores_and_the_export_bucket
     assert set(snapshots(kind="manual")) == {"someone-elses"} and snapshots(COPY_REGION) == {}
     assert client("kms", COPY_REGION).describe_key(KeyId=copy_key.id)["KeyMetadata"]["KeyState"] == "PendingDeletion"
     assert export.bucket_name(ctx) not in [b["Name"] for b in client("s3").list_buckets()["Buckets"]]
+
+
+def test_cli_bad_backup_settings_exit_2_naming_the_field(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from ecsflow.cli import main
+
+    same = write_stack(tmp_path, copy_region=REGION)
+    assert main(["backup", "--stack", str(same)]) == 2
+    assert "backup.copy_region" in capsys.readouterr().err
+    data = yaml.safe_load(same.read_text())
+    data["backup"] = {"copy_region": COPY_REGION, "export": {"transition_days": 10, "storage_class": "STANDARD_IA"}}
+    (tmp_path / "ia.yaml").write_text(yaml.safe_dump(data))
+    assert main(["export-data", "--stack", str(tmp_path / "ia.yaml")]) == 2
+    assert "transition_days" in capsys.readouterr().err
+    data["backup"] = {"restore_test": {"key_tables": ["books; drop table loans"]}}
+    (tmp_path / "sql.yaml").write_text(yaml.safe_dump(data))
+    assert main(["restore-test", "--stack", str(tmp_path / "sql.yaml")]) == 2
+    assert "key_tables" in capsys.readouterr().err
