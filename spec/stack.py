@@ -992,8 +992,8 @@ class Stack(Model):
                                  f"starting with a letter")
         for service, svc in self.services.items():
             for variable, ref in svc.secrets.items():
-                name = app_secret_name(ref)
-                if name is not None and name not in self.app_secrets:
+                wanted = app_secret_name(ref)
+                if wanted is not None and wanted not in self.app_secrets:
                     raise ValueError(f"services.{service}.secrets.{variable}: {ref} names no entry of app_secrets "
                                      f"({', '.join(self.app_secrets) or 'none declared'}); declare it there")
         return self
