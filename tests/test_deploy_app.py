@@ -218,6 +218,35 @@ def test_a_deploy_rolls_out_the_commit_and_a_second_deploy_of_it_does_nothing(
     assert len(site.hook.wait_for(3, timeout=0.3)) == 2, "and sends nothing"
 
 
+def test_a_deploy_waits_while_another_deploy_of_the_stack_holds_the_slot(site: Deployable) -> None:
+    """The stack's global concurrency limit: a deploy starts only once the running one lets go."""
+    import threading
+    import time
+
+    from prefect.concurrency.sync import concurrency
+
+    from flows.deploy_app import slot_name, stack_tag
+    from spec import load_stack
+
+    spec = load_stack(site.stack_file)
+    results: list[int] = []
+    before = latest_run("deploy_app").id
+    with concurrency(slot_name(spec), occupy=1, strict=True):
+        waiting = threading.Thread(target=lambda: results.append(deploy(site)))
+        waiting.start()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # until the new run has tagged itself, right before it asks
+            run = latest_run("deploy_app")
+            if run.id != before and stack_tag(spec) in run.tags:
+                break
+            time.sleep(0.1)
+        waiting.join(2)
+        assert waiting.is_alive() and results == [], "the second deploy waits for the slot"
+        assert latest_run("deploy_app").state.is_running()
+    waiting.join(60)
+    assert results == [0], "and runs once the slot is free (here: already live)"
+
+
 # ---------------------------------------------------------------- (b)
 
 
