@@ -8,7 +8,10 @@ AWS with a separate boto3 client.
 
 The stack is stacks/library.yaml with `image_tag` set on the backend only: the backend runs
 (desired count 2, autoscaling registered, its migration task run before each new revision),
-the frontend has no image yet (desired count 0, no scalable target).
+the frontend has no image yet (desired count 0, no scalable target). The backend takes the
+application database user's secret (`database_app:*`), so the DB initialisation task runs once
+before its first migration; and the edge is on: Route 53 records and a health check in the
+example.com zone, CloudFront with a WAF, the ALB's web ACL checking CloudFront's origin header.
 """
 
 from __future__ import annotations
@@ -57,6 +60,10 @@ def write_stack(path: Path, edit: Any = None) -> Path:
     for service in data["services"].values():
         service["build"]["context"] = str((LIBRARY_STACK.parent / service["build"]["context"]).resolve())
     data["services"]["backend"]["image_tag"] = BACKEND_TAG
+    data["services"]["backend"]["secrets"] = {"DB_USERNAME": "database_app:username",
+                                              "DB_PASSWORD": "database_app:password"}
+    data["load_balancer"].update(dns={"hosted_zone_name": "example.com"}, cdn={"enabled": True},
+                                 waf={"enabled": True})
     if edit:
         edit(data)
     path.write_text(yaml.safe_dump(data))
@@ -70,6 +77,7 @@ def up(stack: Path) -> None:
 @pytest.fixture(scope="module")
 def stack(moto_server: Any, prefect_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     moto_server.reset()
+    client("route53").create_hosted_zone(Name="example.com", CallerReference="ecs-alb")
     path = write_stack(tmp_path_factory.mktemp("ecs-alb") / "library.yaml")
     up(path)
     yield path
@@ -100,7 +108,7 @@ def test_cluster_has_fargate_capacity_insights_and_exec_logging(stack: Path) -> 
 def test_task_definitions_are_fargate_with_secrets_by_arn_and_a_read_only_root(stack: Path) -> None:
     ecs, ecr = client("ecs"), client("ecr")
     db = client("rds").describe_db_instances(DBInstanceIdentifier=f"{PREFIX}-db")["DBInstances"][0]
-    secret = db["MasterUserSecret"]["SecretArn"]
+    secret = app_user_secret()
     got = ecs.describe_task_definition(taskDefinition=f"{PREFIX}-backend", include=["TAGS"])
     td = got["taskDefinition"]
     assert_ours(ecs_tags(got["tags"]), "taskdef-backend")
@@ -155,9 +163,7 @@ def test_execution_role_is_scoped_to_its_own_repository_logs_and_secrets(stack: 
     assert by_sid["PullOwnImages"]["Resource"].endswith(f":repository/{PREFIX}-backend")
     assert all(r.endswith((f"/ecsflow/{PREFIX}/ecs-backend", f"/ecsflow/{PREFIX}/ecs-backend:*"))
                for r in by_sid["WriteOwnLogs"]["Resource"])
-    secret = client("rds").describe_db_instances(
-        DBInstanceIdentifier=f"{PREFIX}-db")["DBInstances"][0]["MasterUserSecret"]["SecretArn"]
-    assert by_sid["ReadOwnSecrets"]["Resource"] == [secret]
+    assert by_sid["ReadOwnSecrets"]["Resource"] == [app_user_secret()]
     # The frontend takes no secrets: its role reads none.
     front = iam.get_role_policy(RoleName=f"{PREFIX}-frontend-execution", PolicyName="pull-logs-secrets")
     front_doc = front["PolicyDocument"]
@@ -200,11 +206,16 @@ def test_services_run_privately_behind_their_target_groups(stack: Path) -> None:
     assert services["frontend"]["desiredCount"] == 0, "no image was ever pushed for the frontend"
 
 
-def migrations() -> list[dict[str, Any]]:
+def app_user_secret() -> str:
+    """The application database user's secret, made by the DB initialisation."""
+    return str(client("secretsmanager").describe_secret(SecretId=f"{PREFIX}-db-app-secret")["ARN"])
+
+
+def migrations(started_by: str = "ecsflow-migrate") -> list[dict[str, Any]]:
     ecs = client("ecs")
     # AWS lists a stopped task under desiredStatus STOPPED; moto keeps it under RUNNING: ask for both.
     arns = {arn for status in ("RUNNING", "STOPPED") for arn in ecs.list_tasks(
-        cluster=f"{PREFIX}-cluster", startedBy="ecsflow-migrate", desiredStatus=status)["taskArns"]}
+        cluster=f"{PREFIX}-cluster", startedBy=started_by, desiredStatus=status)["taskArns"]}
     if not arns:
         return []
     tasks: list[dict[str, Any]] = ecs.describe_tasks(cluster=f"{PREFIX}-cluster", tasks=sorted(arns))["tasks"]
@@ -218,6 +229,43 @@ def test_the_backend_migration_ran_once_on_its_first_revision(stack: Path) -> No
     assert task["overrides"]["containerOverrides"] == [
         {"name": "backend", "command": ["php", "artisan", "migrate", "--force"]}]
     assert task["launchType"] == "FARGATE"  # on-demand: Spot must not cut a migration short
+
+
+def test_the_database_was_initialised_once_before_the_first_migration(stack: Path) -> None:
+    # (The order, init before migration, is the flow's: moto's tasks carry no timestamps to show it.)
+    [init] = migrations("ecsflow-dbinit")
+    assert init["taskDefinitionArn"].endswith(f"task-definition/{PREFIX}-dbinit:1")
+    assert init["lastStatus"] == "STOPPED" and init["containers"][0]["exitCode"] == 0
+    tags = client("secretsmanager").describe_secret(SecretId=app_user_secret())["Tags"]
+    assert "ecsflow:dbinit" in {t["Key"] for t in tags}, "marked done: the next `up` runs nothing"
+    definition = client("ecs").describe_task_definition(taskDefinition=f"{PREFIX}-dbinit")["taskDefinition"]
+    [container] = definition["containerDefinitions"]
+    master = client("rds").describe_db_instances(
+        DBInstanceIdentifier=f"{PREFIX}-db")["DBInstances"][0]["MasterUserSecret"]["SecretArn"]
+    assert {s["name"]: s["valueFrom"] for s in container["secrets"]} == {
+        "PGUSER": f"{master}:username::", "PGPASSWORD": f"{master}:password::",
+        "APP_DB_PASSWORD": f"{app_user_secret()}:password::"}
+    assert container["image"] == "public.ecr.aws/docker/library/postgres:16-alpine"
+
+
+def test_the_edge_puts_cloudfront_and_waf_in_front_of_the_alb(stack: Path) -> None:
+    alb = client("elbv2").describe_load_balancers(Names=[f"{PREFIX}-alb"])["LoadBalancers"][0]
+    cf = client("cloudfront")
+    [summary] = cf.list_distributions()["DistributionList"]["Items"]
+    config = cf.get_distribution_config(Id=summary["Id"])["DistributionConfig"]
+    assert config["Aliases"]["Items"] == ["library.example.com"]
+    assert config["Origins"]["Items"][0]["DomainName"] == alb["DNSName"]
+    zone = client("route53").list_hosted_zones_by_name(DNSName="example.com.")["HostedZones"][0]["Id"]
+    sets = {(r["Name"], r["Type"]): r for r in client("route53").list_resource_record_sets(
+        HostedZoneId=zone)["ResourceRecordSets"]}
+    for kind in ("A", "AAAA"):
+        assert sets[("library.example.com.", kind)]["AliasTarget"]["DNSName"].rstrip(".") == summary["DomainName"]
+    cdn_acls = boto3.client("wafv2", region_name="us-east-1").list_web_acls(Scope="CLOUDFRONT")["WebACLs"]
+    assert [a["ARN"] for a in cdn_acls] == [config["WebACLId"]]
+    attached = client("wafv2").get_web_acl_for_resource(ResourceArn=alb["LoadBalancerArn"])["WebACL"]
+    assert attached["Name"] == f"{PREFIX}-waf-alb" and [r["Name"] for r in attached["Rules"]] == ["origin-verify"]
+    [check] = client("route53").list_health_checks()["HealthChecks"]
+    assert check["HealthCheckConfig"]["FullyQualifiedDomainName"] == "library.example.com"
 
 
 def test_autoscaling_tracks_cpu_and_requests_per_target(stack: Path) -> None:
@@ -322,11 +370,16 @@ def test_plan_and_status_see_everything_as_made(stack: Path, capsys: pytest.Capt
     assert main(["plan", "--stack", str(stack), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r for r in rows if r["action"] != "no-op"] == []
+    assert {"db init task", "cloudfront distribution", "waf web acl", "dns records"} <= {r["resource"] for r in rows}
     resources = Counter(r["resource"] for r in rows)
     assert resources["task definition"] == 2 and resources["ecs service"] == 2 and resources["listener"] == 2
     assert main(["status", "--stack", str(stack), "--json"]) == 0
     kinds = Counter(r["kind"] for r in json.loads(capsys.readouterr().out)["resources"])
-    assert kinds["ecs cluster"] == 1 and kinds["ecs service"] == 2 and kinds["task definition"] == 2
+    # Three task definitions: the two services' and the DB initialisation's.
+    assert kinds["ecs cluster"] == 1 and kinds["ecs service"] == 2 and kinds["task definition"] == 3
+    assert kinds["app user secret"] == 1 and kinds["origin secret"] == 1 and kinds["dns records"] == 1
+    assert kinds["health check"] == 1 and kinds["cloudfront distribution"] == 1 and kinds["web acl"] == 2
+    assert kinds["cdn certificate"] == 1
     assert kinds["load balancer"] == 1 and kinds["listener"] == 2 and kinds["listener rule"] == 1
     assert kinds["target group"] == 2 and kinds["certificate"] == 1 and kinds["log bucket"] == 1
     assert kinds["scalable target"] == 1
@@ -450,6 +503,8 @@ def test_down_leaves_nothing_tagged(stack: Path) -> None:
         # tagging API keeps listing deleted ECS clusters and services, which describe calls show INACTIVE.
         if ":kms:" in arn:
             return bool(kms.describe_key(KeyId=arn)["KeyMetadata"]["KeyState"] == "PendingDeletion")
+        if ":secretsmanager:" in arn:  # the app user's secret keeps a recovery window beside the final snapshot
+            return "DeletedDate" in client("secretsmanager").describe_secret(SecretId=arn)
         if ":natgateway/" in arn:
             return bool(ec2.describe_nat_gateways(NatGatewayIds=[arn.rsplit("/", 1)[1]])["NatGateways"][0]["State"]
                         == "deleted")
@@ -478,3 +533,14 @@ def test_down_leaves_nothing_tagged(stack: Path) -> None:
     assert ecs.list_task_definitions(familyPrefix=PREFIX)["taskDefinitionArns"] == []
     assert ecs.list_task_definitions(familyPrefix=PREFIX, status="INACTIVE")["taskDefinitionArns"] == []
     assert [r["RoleName"] for r in client("iam").list_roles(PathPrefix=f"/ecsflow/{PREFIX}/")["Roles"]] == []
+    # The edge and the DB initialisation's secret: the hosted zone keeps only its own records.
+    assert client("cloudfront").list_distributions()["DistributionList"].get("Items", []) == []
+    assert boto3.client("wafv2", region_name="us-east-1").list_web_acls(Scope="CLOUDFRONT")["WebACLs"] == []
+    assert client("wafv2").list_web_acls(Scope="REGIONAL")["WebACLs"] == []
+    assert client("route53").list_health_checks()["HealthChecks"] == []
+    zone = client("route53").list_hosted_zones_by_name(DNSName="example.com.")["HostedZones"][0]["Id"]
+    assert {r["Type"] for r in client("route53").list_resource_record_sets(
+        HostedZoneId=zone)["ResourceRecordSets"]} == {"NS", "SOA"}
+    assert boto3.client("acm", region_name="us-east-1").list_certificates()["CertificateSummaryList"] == []
+    assert [s["Name"] for s in client("secretsmanager").list_secrets()["SecretList"]
+            if s["Name"].startswith(PREFIX) and "DeletedDate" not in s] == []
