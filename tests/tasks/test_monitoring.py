@@ -300,6 +300,22 @@ def test_a_changed_threshold_is_one_update(stack: Path, tmp_path: Path) -> None:
     assert alarms()[f"{PREFIX}-db-cpu"]["Threshold"] == 70
 
 
+def test_a_kind_switched_off_loses_its_alarms_and_the_services_their_names(stack: Path, tmp_path: Path) -> None:
+    changed = write_stack(tmp_path / "library.yaml", db_cpu={"threshold": 70}, app_errors={"enabled": False})
+    spec = load_stack(changed)
+    ctx = AwsContext.for_stack(spec)
+    pending = [c for c in monitoring.plan_monitoring(spec, ctx) if c.action != "no-op"]
+    assert sorted((c.name, c.action) for c in pending) == [
+        (f"{PREFIX}-backend-app-errors", "delete"), (f"{PREFIX}-frontend-app-errors", "delete"),
+        (f"{PREFIX}-overview", "update")]  # the dashboard's alarm widget lists them
+    assert monitoring.deployment_alarm_names(spec, ctx, "backend") == [
+        f"{PREFIX}-backend-target-5xx", f"{PREFIX}-backend-unhealthy-hosts"]
+    CALLS.reset()
+    monitoring_flow(StackRun(stack_file=str(changed)))
+    assert CALLS.mutating() == Counter({"cloudwatch:DeleteAlarms": 2, "cloudwatch:PutDashboard": 1})
+    assert f"{PREFIX}-backend-app-errors" not in alarms() and len(alarms()) == 20
+
+
 def test_teardown_removes_what_the_phase_made_and_leaves_a_foreign_alarm(stack: Path) -> None:
     from flows.teardown import teardown_flow  # noqa: F401 - the teardown flow composes the same function
     from tasks.inventory import inventory
@@ -313,7 +329,7 @@ def test_teardown_removes_what_the_phase_made_and_leaves_a_foreign_alarm(stack: 
     with pytest.raises(NotOurs):
         monitoring.delete_alarm.fn(monitoring._alarm_observed(ctx, alarms()[f"{PREFIX}-someone-elses"]), ctx)
     found = inventory(ctx)
-    assert len(found[("monitoring", "alarm")]) == 22 and len(found[("monitoring", "metric filter")]) == 4
+    assert len(found[("monitoring", "alarm")]) == 20 and len(found[("monitoring", "metric filter")]) == 4
     assert [len(found[("monitoring", k)]) for k in ("dashboard", "budget", "sns topic")] == [1, 1, 1]
     run_teardown(found, ctx)
     assert list(alarms()) == [f"{PREFIX}-someone-elses"]
