@@ -236,3 +236,22 @@ def test_delete_refuses_a_secret_without_our_tags_and_removes_ours(aws: MotoServ
         dbinit.delete_app_secret.fn(foreign, ctx)
     dbinit.delete_app_secret.fn(secret, ctx)
     assert dbinit.inventory_app_secrets(ctx) == [] and dbinit.find_app_secret(ctx) is None
+
+
+# ------------------------------------------------------------------ the stack file
+
+
+def test_app_database_references_are_valid_and_the_user_must_not_be_the_master() -> None:
+    spec = stack()
+    backend = spec.services["backend"]
+    assert spec.uses_app_database_user and backend.uses_app_database_secret and backend.uses_database_secret
+    assert not stack().services["frontend"].uses_database_secret
+    data = yaml.safe_load(LIBRARY_STACK.read_text())
+    assert not Stack.model_validate(data).uses_app_database_user, "the library stack keeps the master user"
+    data["services"]["backend"]["secrets"]["DB_PASSWORD"] = "database_app:token"
+    with pytest.raises(ValueError, match="DB_PASSWORD: unknown secret reference 'database_app:token'"):
+        Stack.model_validate(data)
+    with pytest.raises(ValueError, match=r"app_username .* must differ from master_username"):
+        stack(app_user="library_admin")
+    assert dbinit.plan_dbinit(Stack.model_validate(yaml.safe_load(LIBRARY_STACK.read_text())),
+                              AwsContext(stack="library", env="prod", region=REGION)) == []
