@@ -40,6 +40,7 @@ from tasks.aws import (
     EcsflowError,
     call,
     call_or_none,
+    error_code,
     progress,
     tag_map,
     wait_until,
@@ -653,14 +654,24 @@ def delete_web_acl(observed: Observed, ctx: AwsContext, *, alb_arn: str | None =
         # since ListResourcesForWebACL fails on moto (tests/test_moto_smoke_edge.py).
         alb = None if alb_arn else lb.find_load_balancer(ctx)
         arn = alb_arn or (alb.id if alb else None)
-        got = call_or_none("read the ALB's web ACL", waf.get_web_acl_for_resource, ResourceArn=arn) if arn else None
+        got = _waf_or_none("read the ALB's web ACL", waf.get_web_acl_for_resource, ResourceArn=arn) if arn else None
         if arn and ((got or {}).get("WebACL") or {}).get("ARN") == observed.id:
-            call_or_none(f"disassociate web ACL {observed.name}", waf.disassociate_web_acl, ResourceArn=arn)
+            _waf_or_none(f"disassociate web ACL {observed.name}", waf.disassociate_web_acl, ResourceArn=arn)
     current = find_web_acl(ctx, scope)
     if current is None:
         return
-    call_or_none(f"delete web ACL {observed.name}", waf.delete_web_acl, Name=current.name, Scope=scope,
+    _waf_or_none(f"delete web ACL {observed.name}", waf.delete_web_acl, Name=current.name, Scope=scope,
                  Id=current.attrs["acl_id"], LockToken=current.attrs["lock_token"])
+
+
+def _waf_or_none(doing: str, fn: Any, **kwargs: Any) -> Any:
+    """WAF says WAFNonexistentItemException for a resource (or an ALB being deleted beside) that is gone."""
+    try:
+        return call_or_none(doing, fn, **kwargs)
+    except EcsflowError as exc:
+        if exc.__cause__ is not None and error_code(exc.__cause__) == "WAFNonexistentItemException":
+            return None
+        raise
 
 
 # ---------------------------------------------------------------- CloudFront

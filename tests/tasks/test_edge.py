@@ -264,3 +264,19 @@ def test_defaults_build_no_edge() -> None:
     spec = stack()
     assert not edge.wants_edge(spec)
     assert not edge.wants_web_acl(spec, "REGIONAL") and not edge.wants_web_acl(spec, "CLOUDFRONT")
+
+
+def test_the_albs_web_acl_is_deleted_even_when_the_alb_vanishes_beside_it(
+        world: dict[str, Any], fault_proxy: Any) -> None:
+    """Teardown deletes the ALB and its web ACL side by side: WAF then says the ALB does not exist."""
+    spec = stack(waf={"enabled": True})
+    ctx = AwsContext.for_stack(spec)
+    alb = lb.find_load_balancer(ctx)
+    assert alb is not None
+    acl = edge.ensure_web_acl.fn(spec, ctx, "REGIONAL", alb, None)
+    assert acl is not None
+    fault_proxy.fail("GetWebACLForResource", kind="access_denied", status=400, code="WAFNonexistentItemException",
+                     message="AWS WAF couldn't perform the operation because your resource doesn't exist.")
+    edge.delete_web_acl.fn(acl, ctx, alb_arn=alb.id)
+    assert fault_proxy.pending_faults() == 0
+    assert edge.inventory_web_acls(ctx) == []
