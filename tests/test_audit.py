@@ -94,6 +94,17 @@ def test_the_runner_policy_grants_every_action_up_and_audit_used(stack: Path) ->
     assert missing == [], f"the runner policy lacks {missing}"
 
 
+def test_the_security_phase_alone_changes_nothing_on_the_provisioned_stack(stack: Path) -> None:
+    from flows.common import StackRun
+    from flows.phase_security import security_flow
+
+    CALLS.reset()
+    result = security_flow(StackRun(stack_file=str(stack)))
+    assert CALLS.mutating() == {}
+    arn = client("secretsmanager").describe_secret(SecretId=f"{PREFIX}/app-key")["ARN"]
+    assert result == {"app_secrets": {"app-key": arn}, "guardrails": []}
+
+
 def test_no_secret_value_reaches_prefect_or_the_output(stack: Path, prefect_server: Any) -> None:
     from tests.conftest import _drain_prefect_workers
 
