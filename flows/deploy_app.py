@@ -187,6 +187,7 @@ def _roll_out(params: DeployRun, spec: Stack, ctx: AwsContext, directory: str, c
            f"Deploying {commit}{ref} to {', '.join(chosen)}.")
     images: dict[str, Any] = {}
     definitions: dict[str, Any] = {}
+    registered: dict[str, Any] = {}
     after: dict[str, str] = {}
     health: dict[str, str] = {}
     updated: list[str] = []
@@ -202,7 +203,7 @@ def _roll_out(params: DeployRun, spec: Stack, ctx: AwsContext, directory: str, c
 
         step = "register task definitions"
         pinned = deploy.with_image_tags(spec, tags)
-        registered = {s: deploy.register_revision.submit(pinned, ctx, s, repos[s]) for s in chosen}
+        registered.update({s: deploy.register_revision.submit(pinned, ctx, s, repos[s]) for s in chosen})
         settle(list(registered.values()))
         definitions = {s: f.result() for s, f in registered.items()}
         after = {s: d.id.rsplit("/", 1)[-1] for s, d in definitions.items()}
@@ -244,7 +245,8 @@ def _roll_out(params: DeployRun, spec: Stack, ctx: AwsContext, directory: str, c
             outcome += f"; {rolled}"
         else:
             outcome += "; no service was changed"
-        failed = {s: d.id for s, d in definitions.items() if d.id != live[s].task_definition}
+        made = definitions or {s: f.result() for s, f in registered.items() if f.state.is_completed()}
+        failed = {s: d.id for s, d in made.items() if d.id != live[s].task_definition}
         _settle_quietly([deploy.retire_revision.submit(ctx, s, arn, arn.rsplit("/", 1)[-1])
                          for s, arn in failed.items()])
         after.update({s: f"{live[s].revision} ({arn.rsplit('/', 1)[-1]} retired)" for s, arn in failed.items()})
