@@ -91,7 +91,7 @@ def census() -> Counter[str]:
 
 EXPECTED = Counter({"vpc": 1, "subnet": 4, "igw": 1, "eip": 2, "nat": 2, "route table": 3, "security group": 3,
                     "endpoint": 1, "flow log": 1, "db instance": 1, "db subnet group": 1, "repository": 2,
-                    "kms alias": 3})
+                    "kms alias": 4})  # logs, rds, ecr and the alarm topic's sns
 
 
 # ---------------------------------------------------------------- up
@@ -329,7 +329,8 @@ def test_status_json_lists_what_up_made(aws: Any, prefect_server: Any, capsys: p
     status = json.loads(capsys.readouterr().out)
     kinds = Counter(r["kind"] for r in status["resources"])
     assert kinds["subnet"] == 4 and kinds["nat gateway"] == 2 and kinds["db instance"] == 1
-    assert kinds["ecr repository"] == 2 and kinds["kms key"] == 3
+    assert kinds["ecr repository"] == 2 and kinds["kms key"] == 4
+    assert kinds["alarm"] >= 20 and kinds["sns topic"] == 1 and kinds["dashboard"] == 1
 
 
 # ---------------------------------------------------------------- faults
