@@ -70,6 +70,8 @@ def _cancel_older(spec: Stack) -> list[str]:
     takes the slot once they let go of it (it rolls out everything they were rolling out)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterName,
         FlowRunFilter,
         FlowRunFilterId,
         FlowRunFilterState,
@@ -81,7 +83,8 @@ def _cancel_older(spec: Stack) -> list[str]:
 
     me = _this_run_id()
     with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+        runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["deploy_app"])),
+                                     flow_run_filter=FlowRunFilter(
             tags=FlowRunFilterTags(all_=[stack_tag(spec)]),
             state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING, StateType.PENDING])),
             id=FlowRunFilterId(not_any_=[me]) if me else None))

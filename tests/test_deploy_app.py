@@ -247,6 +247,29 @@ def test_a_deploy_waits_while_another_deploy_of_the_stack_holds_the_slot(site: D
     assert results == [0], "and runs once the slot is free (here: already live)"
 
 
+def test_with_cancel_older_a_new_deploy_cancels_the_running_one(site: Deployable) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.states import Running
+
+    from flows.deploy_app import DeployRun, deploy_app_flow, stack_tag
+    from spec import load_stack
+
+    original = site.stack_file.read_text()
+    data = yaml.safe_load(original)
+    data["deploy"]["overlap"] = "cancel_older"
+    site.stack_file.write_text(yaml.safe_dump(data, sort_keys=False))
+    try:
+        with get_client(sync_client=True) as prefect:
+            older = prefect.create_flow_run(deploy_app_flow, parameters={"params": DeployRun().model_dump()},
+                                            tags=[stack_tag(load_stack(site.stack_file))], state=Running())
+            assert deploy(site) == 0
+            state = prefect.read_flow_run(older.id).state
+    finally:
+        site.stack_file.write_text(original)
+    assert state is not None and state.type.value in ("CANCELLING", "CANCELLED")
+    assert "a newer deploy of the same stack started" in (state.message or "")
+
+
 # ---------------------------------------------------------------- (b)
 
 
