@@ -26,7 +26,7 @@ class App(ThreadingHTTPServer):
 class Handler(BaseHTTPRequestHandler):
     server: App
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         self.server.hits[self.path] += 1
         if self.path == "/slow":
             time.sleep(0.05)
@@ -74,7 +74,7 @@ def test_only_the_stacks_own_url_is_a_target() -> None:
             resolve_target(base, "/", foreign)
     with pytest.raises(ForeignTarget, match="refusing"):
         resolve_target("https://lib.example.com/app", "/", "https://lib.example.com/other")
-    with pytest.raises(ForeignTarget, match="no load_balancer.public_url"):
+    with pytest.raises(ForeignTarget, match=r"no load_balancer\.public_url"):
         resolve_target(None, "/")
     assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.0 and percentile([1.0, 2.0, 3.0, 4.0], 99) == 4.0
 
