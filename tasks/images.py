@@ -810,12 +810,22 @@ def _probe(url: str) -> tuple[bool, str]:
         return False, str(getattr(exc, "reason", exc))
 
 
+def _probe_shell(container: Any, command: str) -> tuple[bool, str]:
+    from docker.errors import DockerException
+
+    try:
+        code, output = container.exec_run(["/bin/sh", "-c", command])
+    except DockerException as exc:  # not running (yet, or any more): the caller looks at its status
+        return False, _first_line(exc)
+    return code == 0, f"exit {code}" + (f": {output.decode(errors='replace').strip()[-200:]}" if output else "")
+
+
 def _run_container(client: docker.DockerClient, built: BuiltImage, svc: Any, service: str, port: int,
                    mount: Any) -> Any:
     read_only = bool(svc.read_only_root_filesystem)
     return client.containers.run(
-        built.image_id, detach=True, network_mode="host", environment={**svc.environment, "PORT": str(port)},
-        read_only=read_only,
+        built.image_id, shlex.split(svc.command) if svc.command else None, detach=True, network_mode="host",
+        environment={**svc.environment, "PORT": str(port)}, read_only=read_only,
         mounts=[mount(target=path, source=None, type="volume") for path in svc.writable_paths] if read_only else None,
         mem_limit=f"{svc.memory}m", name=f"ecsflow-smoke-{service}-{uuid.uuid4().hex[:8]}",
         labels={"io.ecsflow.smoke": service})
@@ -844,6 +854,11 @@ def smoke_test_image(spec: Stack, service: str, built: BuiltImage) -> float:
     client = docker_client()
     port = _free_port()
     url = f"http://127.0.0.1:{port}{svc.health_check_path}"
+    # A worker (load_balanced: false) has no health path: its container health check command
+    # runs inside the container, as ECS runs it (CMD-SHELL).
+    shell_check = None if svc.load_balanced else svc.container_health_check
+    if shell_check:
+        url = f"`{shell_check}`"
     started = time.monotonic()
     # Anonymous volumes, like Fargate's task volumes, start with what the image holds there.
     try:
@@ -856,7 +871,7 @@ def smoke_test_image(spec: Stack, service: str, built: BuiltImage) -> float:
     try:
         last = "not started"
         while True:
-            healthy, last = _probe(url)
+            healthy, last = _probe_shell(container, shell_check) if shell_check else _probe(url)
             if healthy:
                 break
             container.reload()
@@ -865,10 +880,11 @@ def smoke_test_image(spec: Stack, service: str, built: BuiltImage) -> float:
                 failure = f"the container exited with code {code} before {url} answered"
                 break
             if time.monotonic() - started > timeout:
-                failure = (f"GET {url} did not answer 2xx within {timeout}s (last: {last}); the image must "
+                failure = (f"its health check {url} did not exit 0 within {timeout}s (last: {last})" if shell_check
+                           else f"GET {url} did not answer 2xx within {timeout}s (last: {last}); the image must "
                            f"listen on $PORT (ecsflow passed PORT={port})")
                 break
-            time.sleep(0.05)
+            time.sleep(0.25 if shell_check else 0.05)
         if failure:
             logs = container.logs(tail=LOG_TAIL).decode(errors="replace").rstrip() or "(no output)"
             raise SmokeTestFailed(f"the image of service {service} ({built.ref}) failed its smoke test and was not "
