@@ -2,47 +2,54 @@
 
     PREFECT_API_URL=http://127.0.0.1:4200/api python -m deployments.serve [--stack stacks/library.yaml]
 
-Runs started from the Prefect UI are executed here. prefect.yaml declares the same
-deployments for a work pool.
+Runs started from the Prefect UI, the schedules and the webhook receiver are executed here.
+The deployments are read from prefect.yaml, so the two ways of running them (a work pool, or
+this process) can never disagree on names, parameters, schedules or concurrency.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+from pathlib import Path
+from typing import Any
 
+import yaml
 from prefect import serve
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+from prefect.schedules import Cron
 
-from flows.deploy_app import deploy_app_flow
-from flows.phase_database import database_flow
-from flows.phase_network import network_flow
-from flows.phase_registry import registry_flow
-from flows.plan_stack import plan_flow
-from flows.provision import provision_flow
-from flows.rollback import rollback_flow
-from flows.teardown import teardown_flow
+PREFECT_YAML = Path(__file__).resolve().parent.parent / "prefect.yaml"
+
+
+def declared_deployments(path: Path = PREFECT_YAML) -> list[dict[str, Any]]:
+    return list(yaml.safe_load(path.read_text())["deployments"])
+
+
+def load_flow(entrypoint: str) -> Any:
+    """`flows/backup.py:backup_flow` -> the flow object."""
+    file, _, name = entrypoint.partition(":")
+    module = importlib.import_module(file.removesuffix(".py").replace("/", "."))
+    return getattr(module, name)
+
+
+def to_deployment(declared: dict[str, Any], stack_file: str) -> Any:
+    parameters = {"params": {**declared.get("parameters", {}).get("params", {}), "stack_file": stack_file}}
+    limit = declared.get("concurrency_limit")
+    concurrency = None if not limit else ConcurrencyLimitConfig(
+        limit=limit["limit"], collision_strategy=ConcurrencyLimitStrategy(limit.get("collision_strategy", "ENQUEUE")))
+    schedules = [Cron(s["cron"], timezone=s.get("timezone", "UTC"), active=s.get("active", True))
+                 for s in declared.get("schedules") or [] if "cron" in s]
+    return load_flow(declared["entrypoint"]).to_deployment(
+        declared["name"], parameters=parameters, tags=declared.get("tags", []),
+        description=declared.get("description"), schedules=schedules or None, concurrency_limit=concurrency)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stack", default="stacks/library.yaml", help="default stack file for the run forms")
     args = parser.parse_args()
-    stack = {"params": {"stack_file": args.stack}}
-    one_at_a_time = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
-    serve(
-        provision_flow.to_deployment("provision", parameters=stack, tags=["ecsflow", "provision"]),
-        plan_flow.to_deployment("plan", parameters=stack, tags=["ecsflow", "plan"]),
-        teardown_flow.to_deployment("teardown", parameters={"params": {"stack_file": args.stack, "confirm": False}},
-                                    tags=["ecsflow", "teardown"]),
-        network_flow.to_deployment("network", parameters=stack, tags=["ecsflow", "phase"]),
-        database_flow.to_deployment("database", parameters=stack, tags=["ecsflow", "phase"]),
-        registry_flow.to_deployment("registry", parameters=stack, tags=["ecsflow", "phase"]),
-        # Started by the webhook receiver; one run at a time, a newer push waits (as in prefect.yaml).
-        deploy_app_flow.to_deployment("deploy-app", parameters=stack, tags=["ecsflow", "deploy"],
-                                      concurrency_limit=one_at_a_time),
-        rollback_flow.to_deployment("rollback", parameters=stack, tags=["ecsflow", "deploy", "rollback"],
-                                    concurrency_limit=one_at_a_time),
-    )
+    serve(*(to_deployment(declared, args.stack) for declared in declared_deployments()))
 
 
 if __name__ == "__main__":
