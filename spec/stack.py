@@ -975,6 +975,10 @@ class Stack(Model):
         if unknown:
             raise ValueError(f"deploy.services names {', '.join(unknown)}, which is not in services "
                              f"({', '.join(self.services)})")
+        for name, settings in self.deploy.services.items():
+            if settings.strategy == "blue_green" and not self.services[name].load_balanced:
+                raise ValueError(f"deploy.services.{name}.strategy: blue_green shifts load balancer traffic, and "
+                                 f"services.{name} has load_balanced: false; use rolling")
         return self
 
     @model_validator(mode="after")

@@ -62,3 +62,24 @@ def test_the_commit_must_be_what_the_build_context_holds(tmp_path: Path) -> None
         str(refused.value)
     with pytest.raises(DeployError, match="not a git commit SHA"):
         resolve_tag(spec, "web", str(tmp_path), "main")
+
+
+@pytest.mark.parametrize(("deploy", "services", "message"), [
+    ({"services": {"api": {}}}, {"web": {}}, "deploy.services names api, which is not in services (web)"),
+    ({"services": {"web": {"strategy": "blue_green"}}}, {"web": {"load_balanced": False}},
+     "services.web has load_balanced: false; use rolling"),
+    ({"stability_timeout_seconds": 600, "services": {"web": {"strategy": "blue_green", "bake_time_minutes": 10}}},
+     {"web": {}}, "bake_time_minutes (10) must end within deploy.stability_timeout_seconds (600)"),
+    ({"overlap": "newest"}, {"web": {}}, "deploy.overlap"),
+])
+def test_the_deploy_section_names_the_field_at_fault(deploy: dict[str, object], services: dict[str, dict[str, object]],
+                                                     message: str) -> None:
+    from pydantic import ValidationError
+
+    data = stack_yaml("shop", services, deploy=deploy)
+    for svc in data["services"].values():
+        if svc.get("load_balanced") is False:
+            del svc["path_patterns"]  # a worker has none
+    with pytest.raises(ValidationError) as bad:
+        Stack.model_validate(data)
+    assert message in str(bad.value)
