@@ -383,6 +383,14 @@ def test_e_blue_green_rolls_out_with_an_alternate_target_group_a_test_rule_and_a
     advanced = attached_lb["advancedConfiguration"]
     assert advanced["alternateTargetGroupArn"] == alternate["TargetGroupArn"]
     assert advanced["testListenerRule"] == test_rule["RuleArn"] and advanced["roleArn"] == role["Arn"]
+    # All three are in the tag inventory `ecsflow down` deletes from.
+    from spec import load_stack
+    from tasks.aws import AwsContext
+    from tasks.inventory import inventory_rows
+
+    found = {(r["kind"], r["id"]) for r in inventory_rows(AwsContext.for_stack(load_stack(site.stack_file)))}
+    assert {("target group", alternate["TargetGroupArn"]), ("listener rule", test_rule["RuleArn"])} <= found
+    assert any(kind == "iam role" and arn == role["Arn"] for kind, arn in found), found
 
 
 def test_bad_input_exits_2_and_changes_nothing(site: Deployable, capsys: pytest.CaptureFixture[str]) -> None:
