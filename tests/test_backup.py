@@ -145,6 +145,11 @@ def test_backup_snapshots_copies_and_prunes_only_ours(aws: MotoServer, tmp_path:
     copy_ctx = backup.region_context(ctx, COPY_REGION)
     backup.copy_snapshot.fn(second, copy_ctx, Observed(id=alias["Arn"], name="copy key"))
     future = datetime.now(UTC) + timedelta(days=31)
+    planned = [c.as_row() for c in backup.plan_backup(stack, ctx, future)]
+    assert [(r["resource"], r["action"]) for r in planned[:2]] == [("db snapshot", "create"),
+                                                                     ("db snapshot copy", "create")]
+    assert [(r["name"], r["action"]) for r in planned[2:]] == [(f"{first} ({REGION})", "delete"),
+                                                                (f"{first} ({COPY_REGION})", "delete")]
     assert backup.prune_snapshots.fn(ctx, 30, future) == [first]
     assert backup.prune_snapshots.fn(copy_ctx, 30, future) == [first]
     assert set(snapshots(kind="manual")) == {second.name, "someone-elses", "other-stack-backup"}
