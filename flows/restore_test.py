@@ -71,7 +71,11 @@ def restore_test_flow(params: RestoreTestRun = RestoreTestRun()) -> dict[str, An
             result["cleanup_error"] = str(exc)
             failure = failure or exc
         result["finished_at"] = datetime.now(UTC).isoformat()
-        _publish(spec, ctx, result)
+        try:
+            _publish(spec, ctx, result)
+        except Exception as exc:  # never hide the run's own outcome behind a reporting error
+            logger.error("could not publish the restore test's result: %s", exc)
+            failure = failure or exc
     if failure is not None:
         logger.error("restore test of %s failed: %s", ctx.prefix, result.get("error") or result.get("cleanup_error"))
         raise failure
