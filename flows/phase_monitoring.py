@@ -48,10 +48,11 @@ def submit_monitoring(spec: Stack, ctx: AwsContext, *, after: list[PrefectFuture
     key = kms.ensure_key.submit(ctx, monitoring.KEY_PURPOSE)
     topic = monitoring.ensure_topic.submit(spec, ctx, key)
     targets = monitoring.discover_targets.submit(spec, ctx, wait_for=after)
-    alarms = {ref.key: monitoring.ensure_alarm.submit(spec, ctx, ref, targets, topic)
-              for ref in monitoring.planned_alarms(spec)}
-    filters = {ref.key: monitoring.ensure_metric_filter.submit(spec, ctx, ref, wait_for=after)
-               for ref in monitoring.planned_filters(spec)}
+    # One task per subject (a service, the ALB, the DB), each ensuring its few alarms.
+    alarms = {subject: monitoring.ensure_alarms.submit(spec, ctx, subject, targets, topic)
+              for subject in monitoring.alarm_subjects(spec)}
+    filters = {service: monitoring.ensure_metric_filters.submit(spec, ctx, service, wait_for=after)
+               for service in dict.fromkeys(ref.service for ref in monitoring.planned_filters(spec))}
     dashboard = monitoring.ensure_dashboard.submit(spec, ctx, targets)
     budget = monitoring.ensure_budget.submit(spec, ctx, topic)
     prune = monitoring.prune_monitoring.submit(spec, ctx, wait_for=[*alarms.values(), *filters.values()])
@@ -62,7 +63,8 @@ def submit_monitoring(spec: Stack, ctx: AwsContext, *, after: list[PrefectFuture
 def monitoring_outputs(futures: MonitoringFutures, ctx: AwsContext) -> dict[str, Any]:
     if futures.topic is None:
         return {"monitoring": "off"}
-    outputs: dict[str, Any] = {"alarm_topic": futures.topic.result().id, "alarms": len(futures.alarms)}
+    outputs: dict[str, Any] = {"alarm_topic": futures.topic.result().id,
+                               "alarms": sum(len(f.result()) for f in futures.alarms.values())}
     dashboard = futures.dashboard.result() if futures.dashboard else None
     if dashboard is not None:
         outputs["dashboard"] = (f"https://{ctx.region}.console.aws.amazon.com/cloudwatch/home?region={ctx.region}"
@@ -77,7 +79,8 @@ def submit_monitoring_teardown(found: dict[tuple[str, str], list[Observed]],
                                ctx: AwsContext) -> list[PrefectFuture[Any]]:
     """Alarms, filters, the dashboard and the budget side by side, then the topic they publish to."""
     family = "monitoring"
-    alarms = [monitoring.delete_alarm.submit(o, ctx) for o in found.get((family, "alarm"), [])]
+    owned = found.get((family, "alarm"), [])
+    alarms = [monitoring.delete_alarms.submit(owned, ctx)] if owned else []
     filters = [monitoring.delete_metric_filter.submit(o, ctx) for o in found.get((family, "metric filter"), [])]
     dashboards = [monitoring.delete_dashboard.submit(o, ctx) for o in found.get((family, "dashboard"), [])]
     budgets = [monitoring.delete_budget.submit(o, ctx) for o in found.get((family, "budget"), [])]

@@ -501,6 +501,18 @@ def ensure_alarm(spec: Stack, ctx: AwsContext, ref: AlarmRef, targets: Targets, 
     return found
 
 
+@aws_task(task_run_name="ensure alarms {subject}")
+def ensure_alarms(spec: Stack, ctx: AwsContext, subject: str, targets: Targets, topic: Observed) -> list[Observed]:
+    """The alarms of one service, of the load balancer or of the database, one after the other: a task per
+    subject rather than per alarm keeps the run's overhead small (each alarm is one or two calls)."""
+    return [ensure_alarm.fn(spec, ctx, ref, targets, topic) for ref in planned_alarms(spec) if ref.subject == subject]
+
+
+def alarm_subjects(spec: Stack) -> list[str]:
+    """The services, "alb" and "db" that have alarms, in a stable order."""
+    return list(dict.fromkeys(ref.subject for ref in planned_alarms(spec)))
+
+
 def inventory_alarms(ctx: AwsContext) -> list[Observed]:
     """Our metric alarms: the stack's name prefix, our tags and an `alarm-` component (autoscaling's
     target-tracking alarms and anyone else's are left alone)."""
@@ -521,6 +533,17 @@ def delete_alarm(observed: Observed, ctx: AwsContext) -> None:
     require_ours(ctx, observed.tags, f"alarm {observed.name}")
     call_or_none(f"delete alarm {observed.name}", ctx.client("cloudwatch").delete_alarms,
                  AlarmNames=[observed.name])
+
+
+@aws_task(task_run_name="delete {ctx.prefix} alarms")
+def delete_alarms(observed: list[Observed], ctx: AwsContext) -> None:
+    """Many alarms in few calls (DeleteAlarms takes 100 names); refuses them all if one is not ours."""
+    for alarm in observed:
+        require_ours(ctx, alarm.tags, f"alarm {alarm.name}")
+    names = [a.name for a in observed]
+    for start in range(0, len(names), 100):
+        call_or_none(f"delete {len(names[start:start + 100])} alarms of {ctx.prefix}",
+                     ctx.client("cloudwatch").delete_alarms, AlarmNames=names[start:start + 100])
 
 
 # ---------------------------------------------------------------- log metric filters
@@ -612,6 +635,12 @@ def ensure_metric_filter(spec: Stack, ctx: AwsContext, ref: FilterRef) -> Observ
     wanted = filter_wanted(spec, ctx, ref)
     call(f"put metric filter {name}", ctx.logs().put_metric_filter, logGroupName=group, filterName=name, **wanted)
     return Observed(id=f"{group}:{name}", name=name, tags=tags, attrs={"log_group": group, **wanted})
+
+
+@aws_task(task_run_name="ensure metric filters {service}")
+def ensure_metric_filters(spec: Stack, ctx: AwsContext, service: str) -> list[Observed]:
+    """The service's metric filters (one task for its log group)."""
+    return [ensure_metric_filter.fn(spec, ctx, ref) for ref in planned_filters(spec) if ref.service == service]
 
 
 def inventory_metric_filters(ctx: AwsContext) -> list[Observed]:

@@ -317,18 +317,19 @@ def test_a_kind_switched_off_loses_its_alarms_and_the_services_their_names(stack
 
 
 def test_teardown_removes_what_the_phase_made_and_leaves_a_foreign_alarm(stack: Path) -> None:
-    from flows.teardown import teardown_flow  # noqa: F401 - the teardown flow composes the same function
-    from tasks.inventory import inventory
-
     cloudwatch = client("cloudwatch")
     cloudwatch.put_metric_alarm(AlarmName=f"{PREFIX}-someone-elses", Namespace="AWS/EC2", MetricName="CPUUtilization",
                                 Statistic="Average", Period=60, EvaluationPeriods=1, Threshold=1,
                                 ComparisonOperator="GreaterThanThreshold")
     spec = load_stack(stack)
     ctx = AwsContext.for_stack(spec)
+    foreign = monitoring._alarm_observed(ctx, alarms()[f"{PREFIX}-someone-elses"])
     with pytest.raises(NotOurs):
-        monitoring.delete_alarm.fn(monitoring._alarm_observed(ctx, alarms()[f"{PREFIX}-someone-elses"]), ctx)
-    found = inventory(ctx)
+        monitoring.delete_alarm.fn(foreign, ctx)
+    with pytest.raises(NotOurs):
+        monitoring.delete_alarms.fn([*monitoring.inventory_alarms(ctx), foreign], ctx)
+    assert len(alarms()) == 21, "a batch with a foreign alarm deletes nothing"
+    found = monitoring.inventory_monitoring(ctx)  # what `down` takes (tasks/inventory.py), and status lists
     assert len(found[("monitoring", "alarm")]) == 20 and len(found[("monitoring", "metric filter")]) == 4
     assert [len(found[("monitoring", k)]) for k in ("dashboard", "budget", "sns topic")] == [1, 1, 1]
     run_teardown(found, ctx)
