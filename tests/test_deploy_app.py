@@ -117,7 +117,9 @@ def site(moto_server: Any, prefect_server: Any, registry_server: RegistryServer,
         data = stack_yaml(name, {"web": {"build": {"context": "web"}, "health_check_path": HEALTH,
                                          "migration_command": "/bin/busybox true",
                                          "autoscaling": {"enabled": False}}},
-                          load_balancer={"public_url": f"http://127.0.0.1:{app_port}"},
+                          # What a deploy does not touch is left out, for time.
+                          network={"flow_logs": {"enabled": False}, "s3_gateway_endpoint": False},
+                          load_balancer={"public_url": f"http://127.0.0.1:{app_port}", "access_logs": False},
                           notifications={"block": block},
                           deploy={"stability_timeout_seconds": 10, "verify_timeout_seconds": 3})
         stack_file = workdir / "stack.yaml"
@@ -240,7 +242,7 @@ def test_a_deploy_waits_while_another_deploy_of_the_stack_holds_the_slot(site: D
             if run.id != before and stack_tag(spec) in run.tags:
                 break
             time.sleep(0.1)
-        waiting.join(2)
+        waiting.join(1)
         assert waiting.is_alive() and results == [], "the second deploy waits for the slot"
         assert latest_run("deploy_app").state.is_running()
     waiting.join(60)
