@@ -15,13 +15,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prefect import flow
-from prefect.futures import PrefectFuture
+from prefect.futures import PrefectFuture, wait
 
 from flows.common import StackRun, open_stack, settle
 from flows.phase_database import submit_database
 from flows.phase_load_balancer import LoadBalancerFutures, submit_load_balancer
 from flows.phase_network import submit_network
 from flows.phase_registry import submit_registry
+from flows.phase_security import submit_app_secrets
 from spec import Stack
 from tasks import cluster, dbinit, iam, kms, logs, services
 from tasks.aws import AwsContext
@@ -149,9 +150,12 @@ def cluster_flow(params: StackRun = StackRun()) -> dict[str, Any]:  # noqa: B008
                          rds_security_group=net.security_groups["sg-rds"], rds_key=keys["rds"])
     balancer = submit_load_balancer(spec, ctx, vpc=net.vpc, public_subnets=net.tier("public"),
                                     alb_security_group=net.security_groups["sg-alb"])
+    app_secrets = submit_app_secrets(spec, ctx)
+    wait(list(app_secrets.values()))  # the task definitions name the app secrets by ARN
     futures = submit_services(spec, ctx, submit_cluster(spec, ctx, keys["logs"]), logs_key=keys["logs"],
                               repositories=registry.repositories, database=db.instance,
                               private_subnets=net.tier("private"), ecs_security_group=net.security_groups["sg-ecs"],
                               load_balancer=balancer)
-    settle([*keys.values(), *net.all(), *registry.all(), *db.all(), *balancer.all(), *futures.all()])
+    settle([*keys.values(), *net.all(), *registry.all(), *db.all(), *balancer.all(), *app_secrets.values(),
+            *futures.all()])
     return cluster_outputs(futures)
