@@ -346,9 +346,9 @@ def forget_clients() -> None:
     starts like a fresh `ecsflow up` process (client creation is part of the product's cost)."""
     from tasks import aws
 
-    with aws._CLIENT_LOCK:
+    # Sessions are no longer cached (one per client); clients and account ids are, per key.
+    with aws._LOCKS_LOCK:
         aws._CLIENTS.clear()
-        aws._SESSIONS.clear()
         aws._ACCOUNTS.clear()
 
 
