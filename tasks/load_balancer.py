@@ -879,8 +879,13 @@ def ensure_rules(spec: Stack, ctx: AwsContext, listener: Observed,
     ours = {r.tags.get("ecsflow:component"): r for r in existing if ctx.owns(r.tags)}
     priorities = rule_priorities(spec)
     wanted = {s: _rule_wanted(spec, ctx, s, p, target_groups[s].id) for s, p in priorities.items()}
+    # A blue/green service's test rule belongs to its deploys (tasks/blue_green.py): up leaves it alone.
+    deploys_own = {f"{rule_component(s)}-test" for s in spec.services
+                   if spec.deploy.for_service(s).strategy == "blue_green"}
     for component, rule in list(ours.items()):
-        if component not in {rule_component(s) for s in wanted}:
+        if component in deploys_own:
+            del ours[component]
+        elif component not in {rule_component(s) for s in wanted}:
             call(f"delete rule {component}", elb.delete_rule, RuleArn=rule.id)
             del ours[component]
     moves = [{"RuleArn": ours[rule_component(s)].id, "Priority": int(w["priority"])} for s, w in wanted.items()

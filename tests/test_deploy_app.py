@@ -401,6 +401,16 @@ def test_e_blue_green_rolls_out_with_an_alternate_target_group_a_test_rule_and_a
     CALLS.reset()
     update_service.fn(spec, ctx, "web", live.task_definition, desired_now=live.desired_count)
     assert CALLS.mutating() == {"ecs:UpdateService": 1}
+    # `up` reconciles the listener rules around the test rule, which belongs to the deploys.
+    from tasks import load_balancer
+
+    listener = load_balancer.find_listener(ctx, alb["LoadBalancerArn"], 443)
+    groups = {s: load_balancer.find_target_group(ctx, s) for s in spec.services if spec.services[s].load_balanced}
+    assert listener and all(groups.values())
+    CALLS.reset()
+    load_balancer.ensure_rules.fn(spec, ctx, listener, groups)
+    assert CALLS.mutating() == {}
+    assert test_rule["RuleArn"] in {r["RuleArn"] for r in elb.describe_rules(ListenerArn=https["ListenerArn"])["Rules"]}
 
 
 def test_bad_input_exits_2_and_changes_nothing(site: Deployable, capsys: pytest.CaptureFixture[str]) -> None:
