@@ -97,8 +97,15 @@ EXPECTED = Counter({"vpc": 1, "subnet": 4, "igw": 1, "eip": 2, "nat": 2, "route 
 # ---------------------------------------------------------------- up
 
 
-def test_up_builds_every_phase_one_resource_as_specified(aws: Any, prefect_server: Any) -> None:
+@pytest.fixture(scope="module")
+def provisioned(moto_server: Any, prefect_server: Any) -> None:
+    """One `up` of the library stack for the tests below that only read it, then `down` removes it
+    (these run in file order, before the tests that reset the account)."""
+    moto_server.reset()
     up()
+
+
+def test_up_builds_every_phase_one_resource_as_specified(provisioned: None) -> None:
     ec2 = aws_client("ec2")
 
     vpc = ec2.describe_vpcs(Filters=OURS)["Vpcs"][0]
@@ -189,12 +196,72 @@ def test_up_builds_every_phase_one_resource_as_specified(aws: Any, prefect_serve
     assert census() == EXPECTED
 
 
-def test_second_up_makes_no_mutating_call(aws: Any, prefect_server: Any) -> None:
-    up()
+def test_second_up_makes_no_mutating_call(provisioned: None) -> None:
     CALLS.reset()
     up()
     assert CALLS.calls, "the second run must still look"
     assert CALLS.mutating() == Counter()
+
+
+def test_status_json_lists_what_up_made(provisioned: None, capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    assert main(["status", "--stack", str(LIBRARY_STACK), "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    kinds = Counter(r["kind"] for r in status["resources"])
+    assert kinds["subnet"] == 4 and kinds["nat gateway"] == 2 and kinds["db instance"] == 1
+    assert kinds["ecr repository"] == 2 and kinds["kms key"] == 4
+    assert kinds["alarm"] >= 20 and kinds["sns topic"] == 1 and kinds["dashboard"] == 1
+
+
+def test_down_removes_everything_tagged_and_nothing_else(provisioned: None) -> None:
+    # Last of the tests on the module's stack. Resources made by hand, untagged, stay.
+    ec2, ecr = aws_client("ec2"), aws_client("ecr")
+    foreign_vpc = ec2.create_vpc(CidrBlock="10.1.0.0/16")["Vpc"]["VpcId"]
+    ecr.create_repository(repositoryName="library-prod-legacy")
+    assert main(["down", "--stack", str(LIBRARY_STACK), "--yes"]) == 0
+
+    kms = aws_client("kms")
+    tagged = aws_client("resourcegroupstaggingapi").get_resources(
+        TagFilters=[{"Key": "ecsflow:stack", "Values": ["library"]}])["ResourceTagMappingList"]
+
+    ecs = aws_client("ecs")
+
+    def gone(arn: str) -> bool:
+        # KMS cannot delete a key at once (7 days at least); AWS shows deleted NAT gateways for an hour;
+        # moto's tagging API keeps listing deleted ECS clusters and services, which describe shows INACTIVE.
+        if ":kms:" in arn:
+            return bool(kms.describe_key(KeyId=arn)["KeyMetadata"]["KeyState"] == "PendingDeletion")
+        if ":natgateway/" in arn:
+            nat = ec2.describe_nat_gateways(NatGatewayIds=[arn.rsplit("/", 1)[1]])["NatGateways"][0]
+            return bool(nat["State"] == "deleted")
+        if ":cluster/" in arn:
+            return all(c["status"] == "INACTIVE" for c in ecs.describe_clusters(clusters=[arn])["clusters"])
+        if ":service/" in arn:
+            cluster = arn.split(":service/")[1].split("/")[0]
+            return all(s["status"] == "INACTIVE" for s in ecs.describe_services(cluster=cluster,
+                                                                                services=[arn])["services"])
+        return False
+
+    leftovers = [r["ResourceARN"] for r in tagged if not gone(r["ResourceARN"])]
+    assert leftovers == []
+    still = census()
+    assert still == Counter({"repository": 1}), still  # the foreign library-prod-legacy repository
+    assert ec2.describe_vpcs(VpcIds=[foreign_vpc])["Vpcs"][0]["State"] == "available"
+    assert ecr.describe_repositories(repositoryNames=["library-prod-legacy"])["repositories"]
+
+    # Prod: the final snapshot stays, handed over (no stack tags), with the key that encrypts it.
+    snapshots = aws_client("rds").describe_db_snapshots(SnapshotType="manual")["DBSnapshots"]
+    assert [s["DBSnapshotIdentifier"].startswith("library-prod-db-final-") for s in snapshots] == [True]
+    assert "ecsflow:stack" not in tags(aws_client("rds").list_tags_for_resource(
+        ResourceName=snapshots[0]["DBSnapshotArn"])["TagList"])
+
+    # And `status` agrees.
+    assert main(["status", "--stack", str(LIBRARY_STACK), "--json"]) == 0
+
+
+
+
+# ---------------------------------------------------------------- crash and resume
 
 
 def test_a_run_killed_midway_resumes_with_exactly_one_of_each(
@@ -271,66 +338,6 @@ def test_a_changed_setting_is_planned_and_applied_alone(
     CALLS.reset()
     up(changed)
     assert CALLS.mutating() == Counter()
-
-
-# ---------------------------------------------------------------- teardown
-
-
-def test_down_removes_everything_tagged_and_nothing_else(aws: Any, prefect_server: Any) -> None:
-    ec2, ecr = aws_client("ec2"), aws_client("ecr")
-    foreign_vpc = ec2.create_vpc(CidrBlock="10.1.0.0/16")["Vpc"]["VpcId"]
-    ecr.create_repository(repositoryName="library-prod-legacy")
-    up()
-    assert main(["down", "--stack", str(LIBRARY_STACK), "--yes"]) == 0
-
-    kms = aws_client("kms")
-    tagged = aws_client("resourcegroupstaggingapi").get_resources(
-        TagFilters=[{"Key": "ecsflow:stack", "Values": ["library"]}])["ResourceTagMappingList"]
-
-    ecs = aws_client("ecs")
-
-    def gone(arn: str) -> bool:
-        # KMS cannot delete a key at once (7 days at least); AWS shows deleted NAT gateways for an hour;
-        # moto's tagging API keeps listing deleted ECS clusters and services, which describe shows INACTIVE.
-        if ":kms:" in arn:
-            return bool(kms.describe_key(KeyId=arn)["KeyMetadata"]["KeyState"] == "PendingDeletion")
-        if ":natgateway/" in arn:
-            nat = ec2.describe_nat_gateways(NatGatewayIds=[arn.rsplit("/", 1)[1]])["NatGateways"][0]
-            return bool(nat["State"] == "deleted")
-        if ":cluster/" in arn:
-            return all(c["status"] == "INACTIVE" for c in ecs.describe_clusters(clusters=[arn])["clusters"])
-        if ":service/" in arn:
-            cluster = arn.split(":service/")[1].split("/")[0]
-            return all(s["status"] == "INACTIVE" for s in ecs.describe_services(cluster=cluster,
-                                                                                services=[arn])["services"])
-        return False
-
-    leftovers = [r["ResourceARN"] for r in tagged if not gone(r["ResourceARN"])]
-    assert leftovers == []
-    still = census()
-    assert still == Counter({"repository": 1}), still  # the foreign library-prod-legacy repository
-    assert ec2.describe_vpcs(VpcIds=[foreign_vpc])["Vpcs"][0]["State"] == "available"
-    assert ecr.describe_repositories(repositoryNames=["library-prod-legacy"])["repositories"]
-
-    # Prod: the final snapshot stays, handed over (no stack tags), with the key that encrypts it.
-    snapshots = aws_client("rds").describe_db_snapshots(SnapshotType="manual")["DBSnapshots"]
-    assert [s["DBSnapshotIdentifier"].startswith("library-prod-db-final-") for s in snapshots] == [True]
-    assert "ecsflow:stack" not in tags(aws_client("rds").list_tags_for_resource(
-        ResourceName=snapshots[0]["DBSnapshotArn"])["TagList"])
-
-    # And `status` agrees.
-    assert main(["status", "--stack", str(LIBRARY_STACK), "--json"]) == 0
-
-
-def test_status_json_lists_what_up_made(aws: Any, prefect_server: Any, capsys: pytest.CaptureFixture[str]) -> None:
-    up()
-    capsys.readouterr()
-    assert main(["status", "--stack", str(LIBRARY_STACK), "--json"]) == 0
-    status = json.loads(capsys.readouterr().out)
-    kinds = Counter(r["kind"] for r in status["resources"])
-    assert kinds["subnet"] == 4 and kinds["nat gateway"] == 2 and kinds["db instance"] == 1
-    assert kinds["ecr repository"] == 2 and kinds["kms key"] == 4
-    assert kinds["alarm"] >= 20 and kinds["sns topic"] == 1 and kinds["dashboard"] == 1
 
 
 # ---------------------------------------------------------------- faults

@@ -43,7 +43,7 @@ REPO = "example-org/library-app"
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     """A Prefect worker wants a second signal; SIGKILL if it still hangs on."""
-    for sig, wait in ((signal.SIGINT, 5.0), (signal.SIGINT, 5.0), (signal.SIGKILL, 5.0)):
+    for sig, wait in ((signal.SIGINT, 2.0), (signal.SIGINT, 2.0), (signal.SIGKILL, 5.0)):
         if proc.poll() is not None:
             return
         try:

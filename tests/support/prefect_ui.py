@@ -68,6 +68,7 @@ def serve_ui(api_url: str) -> Iterator[str]:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads, server.block_on_close = True, False  # no join of idle keep-alive handlers at exit
     thread = threading.Thread(target=server.serve_forever, name="prefect-ui", daemon=True)
     thread.start()
     try:
