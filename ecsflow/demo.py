@@ -8,6 +8,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from ecsflow.local import LocalServer, MotoServer, PrefectServer, free_port, port_free
 
@@ -55,12 +56,17 @@ def run_demo(stack_file: str, *, port: int = 4200, wait: bool = True) -> int:
                 print(f"ecsflow demo: the run failed: {exc}", file=sys.stderr)
                 return 1
         print(render_outputs(outputs))
+        with temporary_settings(updates={PREFECT_API_URL: api_url}):
+            operations = _operate(stack_file, run_flow, RunFailed)
         print(f"""
-Prefect UI:       {ui_url}   (flow runs, task runs, the outputs artifact)
+{operations}
+Prefect UI:       {ui_url}   (flow runs, task runs, the outputs, backup and audit artifacts)
 AWS emulator:     {moto.url}
 Look around:      AWS_ENDPOINT_URL={moto.url} AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo \\
                     PREFECT_API_URL={api_url} ecsflow status --stack {stack_file}
-Images:           the images phase arrives with the deploy pipeline; this demo provisions the foundation.
+Deploys:          with the same variables, `ecsflow serve --stack {stack_file}` serves every deployment and the
+                  GitHub webhook receiver (docs/serving.md: how to send it a signed push); `ecsflow deploy`
+                  needs a Docker engine and a registry (ECSFLOW_REGISTRY=host:port, docs/deploy.md).
 """, flush=True)
         if wait:
             print("Press Ctrl+C to stop the servers.", flush=True)
@@ -76,6 +82,30 @@ Images:           the images phase arrives with the deploy pipeline; this demo p
         _flush_prefect_logs()
         for server in reversed(servers):
             server.stop()
+
+
+def _operate(stack_file: str, run_flow: Any, run_failed: type[Exception]) -> str:
+    """Day-2 runs on the fresh stack: a backup (snapshot + copy) and the security audit. Their outcome is
+    reported, not fatal: the demo's point is to show them in the UI."""
+    from flows.audit import AuditRun, audit_flow
+    from flows.backup import BackupRun, backup_flow
+
+    lines = []
+    print("ecsflow demo: backing up the database (snapshot, copy to the second region)...", flush=True)
+    try:
+        report = run_flow(backup_flow, BackupRun(stack_file=stack_file))
+        copy = report.get("copy")
+        copy = f", copied to {copy['region']}" if isinstance(copy, dict) else ""
+        lines.append(f"Backup:           snapshot {report['snapshot']}{copy}")
+    except run_failed as exc:
+        lines.append(f"Backup:           failed: {exc}")
+    print("ecsflow demo: auditing the live stack against the security rules...", flush=True)
+    try:
+        rows = run_flow(audit_flow, AuditRun(stack_file=stack_file))
+        lines.append(f"Audit:            {len(rows)} checks, all passed")
+    except run_failed as exc:
+        lines.append(f"Audit:            {str(exc).splitlines()[0]}")
+    return "\n".join(lines)
 
 
 def _flush_prefect_logs() -> None:

@@ -1,5 +1,5 @@
 """`ecsflow demo`, the embedded default, from a clean environment: it starts its own moto
-server and Prefect server, provisions the library stack and says where to look."""
+server and Prefect server, provisions the library stack, backs it up, audits it and says where to look."""
 
 from __future__ import annotations
 
@@ -23,5 +23,8 @@ def test_demo_provisions_the_library_stack_on_its_own_servers() -> None:
     assert "db_endpoint: library-prod-db." in out
     assert "library-prod-backend" in out and "library-prod-frontend" in out
     assert f"Prefect UI:       http://127.0.0.1:{port}" in out
+    assert "Backup:           snapshot library-prod-" in out and "copied to ap-northeast-3" in out
+    assert "checks, all passed" in out  # the fresh stack passes every security rule
+    assert "ecsflow serve --stack" in out
     assert "password" not in out.lower()
     assert "Error logging to API" not in done.stderr
