@@ -213,6 +213,49 @@ def test_status_json_lists_what_up_made(provisioned: None, capsys: pytest.Captur
     assert kinds["alarm"] >= 20 and kinds["sns topic"] == 1 and kinds["dashboard"] == 1
 
 
+def test_a_changed_setting_is_planned_and_applied_alone(
+    provisioned: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+
+    def edit(data: dict[str, Any]) -> None:
+        data["database"]["backup_retention_days"] = 14
+        data["registry"]["keep_releases"] = 30
+        data["services"]["backend"]["port"] = 8081
+
+    changed = edited_stack(tmp_path, edit)
+    capsys.readouterr()
+    assert main(["plan", "--stack", str(changed), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    pending = {(r["resource"], r["name"]): r for r in rows if r["action"] != "no-op"}
+    assert set(pending) == {
+        ("db instance", "library-prod-db"),
+        ("ecr-repository", "library-prod-backend"), ("ecr-repository", "library-prod-frontend"),
+        ("security group rules", "library-prod-sg-alb"), ("security group rules", "library-prod-sg-ecs"),
+        # The container port lives in the task definition and in the service's load balancer mapping.
+        ("task definition", "library-prod-backend"), ("ecs service", "library-prod-backend"),
+    }, pending
+    db_change = pending[("db instance", "library-prod-db")]
+    assert db_change["action"] == "update" and len(db_change["changes"]) == 1
+    assert "BackupRetentionPeriod" in db_change["changes"][0] and "14" in db_change["changes"][0]
+    ecs_rules = " ".join(pending[("security group rules", "library-prod-sg-ecs")]["changes"])
+    assert "8081" in ecs_rules and "8080" in ecs_rules
+
+    CALLS.reset()
+    up(changed)
+    mutating = {call.split(":")[1] for call in CALLS.mutating()}
+    assert mutating == {"ModifyDBInstance", "PutLifecyclePolicy", "AuthorizeSecurityGroupIngress",
+                        "RevokeSecurityGroupIngress", "AuthorizeSecurityGroupEgress", "RevokeSecurityGroupEgress",
+                        "RegisterTaskDefinition", "UpdateService"}
+    assert CALLS.mutating()["rds:ModifyDBInstance"] == 1
+    assert CALLS.mutating()["ecs:RegisterTaskDefinition"] == 1 and CALLS.mutating()["ecs:UpdateService"] == 1
+    db = aws_client("rds").describe_db_instances(DBInstanceIdentifier="library-prod-db")["DBInstances"][0]
+    assert db["BackupRetentionPeriod"] == 14
+
+    CALLS.reset()
+    up(changed)
+    assert CALLS.mutating() == Counter()
+
+
 def test_down_removes_everything_tagged_and_nothing_else(provisioned: None) -> None:
     # Last of the tests on the module's stack. Resources made by hand, untagged, stay.
     ec2, ecr = aws_client("ec2"), aws_client("ecr")
@@ -291,53 +334,6 @@ def test_a_run_killed_midway_resumes_with_exactly_one_of_each(
     fault_proxy.reset_rules()
     up()
     assert census() == EXPECTED
-
-
-# ---------------------------------------------------------------- plan and drift
-
-
-def test_a_changed_setting_is_planned_and_applied_alone(
-    aws: Any, prefect_server: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    up()
-
-    def edit(data: dict[str, Any]) -> None:
-        data["database"]["backup_retention_days"] = 14
-        data["registry"]["keep_releases"] = 30
-        data["services"]["backend"]["port"] = 8081
-
-    changed = edited_stack(tmp_path, edit)
-    capsys.readouterr()
-    assert main(["plan", "--stack", str(changed), "--json"]) == 0
-    rows = json.loads(capsys.readouterr().out)
-    pending = {(r["resource"], r["name"]): r for r in rows if r["action"] != "no-op"}
-    assert set(pending) == {
-        ("db instance", "library-prod-db"),
-        ("ecr-repository", "library-prod-backend"), ("ecr-repository", "library-prod-frontend"),
-        ("security group rules", "library-prod-sg-alb"), ("security group rules", "library-prod-sg-ecs"),
-        # The container port lives in the task definition and in the service's load balancer mapping.
-        ("task definition", "library-prod-backend"), ("ecs service", "library-prod-backend"),
-    }, pending
-    db_change = pending[("db instance", "library-prod-db")]
-    assert db_change["action"] == "update" and len(db_change["changes"]) == 1
-    assert "BackupRetentionPeriod" in db_change["changes"][0] and "14" in db_change["changes"][0]
-    ecs_rules = " ".join(pending[("security group rules", "library-prod-sg-ecs")]["changes"])
-    assert "8081" in ecs_rules and "8080" in ecs_rules
-
-    CALLS.reset()
-    up(changed)
-    mutating = {call.split(":")[1] for call in CALLS.mutating()}
-    assert mutating == {"ModifyDBInstance", "PutLifecyclePolicy", "AuthorizeSecurityGroupIngress",
-                        "RevokeSecurityGroupIngress", "AuthorizeSecurityGroupEgress", "RevokeSecurityGroupEgress",
-                        "RegisterTaskDefinition", "UpdateService"}
-    assert CALLS.mutating()["rds:ModifyDBInstance"] == 1
-    assert CALLS.mutating()["ecs:RegisterTaskDefinition"] == 1 and CALLS.mutating()["ecs:UpdateService"] == 1
-    db = aws_client("rds").describe_db_instances(DBInstanceIdentifier="library-prod-db")["DBInstances"][0]
-    assert db["BackupRetentionPeriod"] == 14
-
-    CALLS.reset()
-    up(changed)
-    assert CALLS.mutating() == Counter()
 
 
 # ---------------------------------------------------------------- faults
