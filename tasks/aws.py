@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
+from botocore.parsers import ResponseParserError
 
 from spec import Stack
 
@@ -123,6 +124,8 @@ def translate(exc: BaseException, doing: str) -> EcsflowError:
             f"{doing}: no AWS credentials found. Set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
             f"or name an AwsCredentials block in the stack file (aws.credentials_block)."
         )
+    if isinstance(exc, ResponseParserError):  # e.g. a 5xx with an HTML body from a proxy or an overloaded endpoint
+        return TransientAwsError(f"{doing}: AWS answered with a response that cannot be read; retrying ({exc})")
     if isinstance(exc, EndpointConnectionError):
         return TransientAwsError(f"{doing}: cannot reach {exc.kwargs.get('endpoint_url')}; retrying")
     if isinstance(exc, BotoCoreError):
@@ -136,6 +139,10 @@ def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
         state.result()
     except TransientAwsError:
         return True
+    except (ClientError, BotoCoreError, ResponseParserError) as exc:
+        # A raw boto error that escaped a read helper (not wrapped by `call`): judged the same way,
+        # e.g. a 5xx whose HTML body botocore cannot parse (ResponseParserError).
+        return isinstance(translate(exc, "retry check"), TransientAwsError)
     except Exception:
         return False
     return False
@@ -353,7 +360,7 @@ def call(doing: str, fn: Callable[..., T], /, **kwargs: Any) -> T:
     """Call one AWS operation, translating failures into our errors."""
     try:
         return fn(**kwargs)
-    except (ClientError, BotoCoreError) as exc:
+    except (ClientError, BotoCoreError, ResponseParserError) as exc:
         raise translate(exc, doing) from exc
 
 

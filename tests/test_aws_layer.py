@@ -49,6 +49,14 @@ def test_retry_condition_retries_only_transient_errors() -> None:
     assert retry_transient(None, None, state_of(PermissionDenied("no"))) is False
     assert retry_transient(None, None, state_of(AwsRequestError("bad"))) is False
     assert retry_transient(None, None, Completed()) is False
+    # Raw boto errors that escaped a helper are judged the same way: a 5xx with an HTML body that
+    # botocore cannot parse is retried, a validation error is not.
+    from botocore.parsers import ResponseParserError
+
+    assert retry_transient(None, None, state_of(ResponseParserError("invalid XML received"))) is True
+    invalid = ClientError({"Error": {"Code": "InvalidParameterValue", "Message": "no"},
+                           "ResponseMetadata": {"HTTPStatusCode": 400}}, "CreateVpc")
+    assert retry_transient(None, None, state_of(invalid)) is False
 
 
 def test_names_are_cut_to_the_limit_deterministically() -> None:

@@ -421,3 +421,18 @@ def test_bad_input_exits_2_and_changes_nothing(site: Deployable, capsys: pytest.
     assert main(["rollback", "--stack", str(site.stack_file), "--to", "0"]) == 2
     assert site.revision() == revision
     assert os.environ.get("AWS_ENDPOINT_URL") == site.ecs.url
+
+
+def test_no_secret_value_reaches_prefect_after_the_deploys(site: Deployable, prefect_server: Any) -> None:
+    """The registry password (the deploys' one credential given by value) is in no recorded run, log or
+    artifact, nor in the server's own log, after every deploy, rollback and failure above."""
+    from tests.conftest import _drain_prefect_workers
+
+    _drain_prefect_workers()
+    db = Path(prefect_server.db_path)
+    blob = b"".join(p.read_bytes() for p in db.parent.glob(db.name + "*"))
+    assert f"deploy-{site.prefix}".encode() in blob  # the deploy artifacts are recorded here
+    password = site.registry.password
+    assert len(password) >= 12
+    assert password.encode() not in blob, "the registry password is in Prefect's database"
+    assert password not in Path(prefect_server.log_path).read_text(errors="replace")
