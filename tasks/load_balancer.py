@@ -31,6 +31,7 @@ from tasks.aws import (
     call_or_none,
     error_code,
     fit_name,
+    is_not_found,
     progress,
     tag_map,
     wait_until,
@@ -478,7 +479,14 @@ def find_load_balancer(ctx: AwsContext) -> Observed | None:
     name = alb_name(ctx)
     got = call_or_none(f"look up load balancer {name}", ctx.elbv2().describe_load_balancers, Names=[name])
     items = (got or {}).get("LoadBalancers", [])
-    return _alb_observed(ctx, items[0]) if items else None
+    if not items:
+        return None
+    try:
+        return _alb_observed(ctx, items[0])
+    except EcsflowError as exc:
+        if exc.__cause__ is not None and is_not_found(exc.__cause__):
+            return None  # deleted between the two reads (a teardown task beside this one)
+        raise
 
 
 def _alb_current(observed: Observed, wanted: dict[str, Any]) -> dict[str, Any]:
