@@ -6,23 +6,14 @@ from __future__ import annotations
 import os
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-from ecsflow.local import LocalServer, MotoServer, PrefectServer, free_port, port_free
+from ecsflow.local import LocalServer, MotoServer, PrefectServer, free_port, port_free, prefect_api_healthy
 
 STATE_DIR = Path(".ecsflow") / "demo"
 FAKE_AWS = {"AWS_ACCESS_KEY_ID": "demo", "AWS_SECRET_ACCESS_KEY": "demo", "AWS_SESSION_TOKEN": "demo",
             "ECSFLOW_POLL_SECONDS": "0.2", "ECSFLOW_RETRY_BASE_SECONDS": "0.5"}
-
-
-def _healthy(api_url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{api_url}/health", timeout=2):
-            return True
-    except Exception:
-        return False
 
 
 def run_demo(stack_file: str, *, port: int = 4200, wait: bool = True) -> int:
@@ -35,7 +26,7 @@ def run_demo(stack_file: str, *, port: int = 4200, wait: bool = True) -> int:
         os.environ.pop("AWS_PROFILE", None)
 
         api_url = os.environ.get("PREFECT_API_URL", "")
-        if not (api_url and _healthy(api_url)):
+        if not (api_url and prefect_api_healthy(api_url)):
             print("ecsflow demo: starting a local Prefect server (SQLite; about 15 s)...", flush=True)
             prefect = PrefectServer(STATE_DIR / "prefect", port if port_free(port) else free_port())
             servers.append(prefect)

@@ -112,3 +112,12 @@ class PrefectServer(LocalServer):
         super().__init__([_bin("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
                          f"http://127.0.0.1:{self.port}", "/api/health", home / "server.log", env, timeout=120)
         self.api_url = f"{self.url}/api"
+
+
+def prefect_api_healthy(api_url: str) -> bool:
+    """Does a Prefect API answer at `api_url` (…/api)? Used to reuse a running server."""
+    try:
+        with urllib.request.urlopen(f"{api_url}/health", timeout=2):
+            return True
+    except Exception:
+        return False

@@ -15,7 +15,6 @@ import secrets
 import signal
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 from deployments.webhook import (
@@ -99,14 +98,6 @@ def webhook_secret(args: argparse.Namespace) -> int:
     return 0
 
 
-def _healthy(api_url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{api_url}/health", timeout=2):
-            return True
-    except Exception:
-        return False
-
-
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     """Prefect's `serve` wants a second signal; SIGKILL if it still hangs on."""
     for sig, wait in ((signal.SIGINT, 5.0), (signal.SIGINT, 10.0), (signal.SIGKILL, 5.0)):
@@ -122,7 +113,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def serve_all(args: argparse.Namespace) -> int:
-    from ecsflow.local import LocalServer, PrefectServer, free_port, port_free
+    from ecsflow.local import LocalServer, PrefectServer, free_port, port_free, prefect_api_healthy
 
     config = None if args.no_webhook else receiver_config(args)
     servers: list[LocalServer] = []
@@ -139,7 +130,7 @@ def serve_all(args: argparse.Namespace) -> int:
             from prefect.context import refresh_global_settings_context
 
             refresh_global_settings_context()
-        elif not _healthy(api_url):
+        elif not prefect_api_healthy(api_url):
             raise ReceiverConfigError(f"PREFECT_API_URL={api_url} does not answer; start that server or unset "
                                       f"PREFECT_API_URL to let `ecsflow serve` start a local one")
 
