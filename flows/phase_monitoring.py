@@ -19,7 +19,7 @@ from prefect.futures import PrefectFuture
 
 from flows.common import StackRun, open_stack, settle
 from spec import Stack
-from tasks import kms, monitoring
+from tasks import console, kms, monitoring
 from tasks.aws import AwsContext
 from tasks.contract import Observed
 
@@ -67,8 +67,7 @@ def monitoring_outputs(futures: MonitoringFutures, ctx: AwsContext) -> dict[str,
                                "alarms": sum(len(f.result()) for f in futures.alarms.values())}
     dashboard = futures.dashboard.result() if futures.dashboard else None
     if dashboard is not None:
-        outputs["dashboard"] = (f"https://{ctx.region}.console.aws.amazon.com/cloudwatch/home?region={ctx.region}"
-                                f"#dashboards:name={dashboard.name}")
+        outputs["dashboard"] = console.console_url(dashboard.name, ctx.region, "dashboard")
     budget = futures.budget.result() if futures.budget else None
     if budget is not None:
         outputs["monthly_budget_usd"] = budget.attrs["limit_usd"]

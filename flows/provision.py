@@ -23,16 +23,17 @@ from prefect.futures import wait
 from pydantic import Field
 
 from flows.common import StackRun, open_stack, settle
-from flows.phase_cluster import cluster_outputs, submit_cluster, submit_services
+from flows.phase_cluster import ClusterFutures, cluster_outputs, submit_cluster, submit_services
 from flows.phase_database import database_outputs, submit_database
 from flows.phase_images import collect, image_outputs, stack_dir, submit_images
 from flows.phase_load_balancer import load_balancer_outputs, submit_load_balancer
-from flows.phase_monitoring import monitoring_outputs, submit_monitoring
+from flows.phase_monitoring import MonitoringFutures, monitoring_outputs, submit_monitoring
 from flows.phase_network import network_outputs, submit_network
 from flows.phase_pipeline import pipeline_outputs, submit_pipeline
 from flows.phase_registry import submit_registry
 from flows.phase_security import submit_app_secrets, submit_guardrails
-from tasks import cost, kms
+from tasks import console, cost, kms
+from tasks.contract import Observed
 
 
 class ProvisionRun(StackRun):
@@ -86,13 +87,41 @@ def provision_flow(params: ProvisionRun = ProvisionRun()) -> dict[str, Any]:  # 
     if pipe:
         outputs.update(pipeline_outputs(pipe))
     outputs.update(monitoring_outputs(watch, ctx))
-    publish_outputs(outputs, cost_markdown=cost.render_markdown(cost.estimate(spec, ctx.region)))
+    # What the run already holds, in the order of the picture above; no AWS read.
+    ensured = [*net.all(), *db.all(), *registry.all(), *balancer.all(), *cluster.all(), *watch.all(),
+               *app_secrets.values(), *guardrails, *(pipe.all() if pipe else []), *keys.values()]
+    hints = kind_hints(cluster, watch)
+    master_secret = db.instance.result().attrs.get("master_secret_arn")  # RDS made it; its ARN only
+    resources = console.resource_rows(
+        [(f.result(), hints.get(id(f))) for f in ensured]
+        + ([(Observed(id=master_secret, name="database master secret"), None)] if master_secret else []),
+        ctx.region)
+    publish_outputs(outputs, cost_markdown=cost.render_markdown(cost.estimate(spec, ctx.region)),
+                    resources=resources)
     return outputs
 
 
-def publish_outputs(outputs: dict[str, Any], cost_markdown: str = "") -> None:
+def kind_hints(cluster: ClusterFutures, watch: MonitoringFutures) -> dict[int, str]:
+    """The futures whose results' ids do not say what they are (by `id()` of the future)."""
+    hints = {id(f): "metric filter" for f in watch.filters.values()}
+    hints |= {id(f): "scalable target" for f in cluster.scaling.values()}
+    if watch.dashboard is not None:
+        hints[id(watch.dashboard)] = "dashboard"  # its name, where AWS answers without the ARN
+    return hints
+
+
+def artifact_key(outputs: dict[str, Any]) -> str:
+    return f"outputs-{outputs['stack']}"
+
+
+def publish_outputs(outputs: dict[str, Any], cost_markdown: str = "",
+                    resources: list[console.ResourceRow] | None = None) -> None:
+    """The outputs artifact: the outputs table, a link to each resource's console page, the cost.
+    Ids, names and ARNs only (a secret's ARN, never its value)."""
     rows = "\n".join(f"| {key} | `{value}` |" for key, value in outputs.items())
+    resource_section = (f"\n## Resources\n\nWhat this run ensured, each with its page in the AWS console "
+                        f"({outputs['region']}).\n\n{console.markdown_table(resources)}\n") if resources else ""
     cost_section = f"\n{cost_markdown}" if cost_markdown else ""
-    create_markdown_artifact(key=f"outputs-{outputs['stack']}", description="Stack outputs (no secrets)",
+    create_markdown_artifact(key=artifact_key(outputs), description="Stack outputs and resources (no secrets)",
                              markdown=f"# {outputs['stack']} outputs\n\n| output | value |\n|---|---|\n{rows}\n"
-                             f"{cost_section}")
+                             f"{resource_section}{cost_section}")

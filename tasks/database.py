@@ -243,7 +243,7 @@ def ensure_db_subnet_group(stack: Stack, ctx: AwsContext, subnets: list[Observed
     return found
 
 
-@aws_task(task_run_name="delete db subnet group")
+@aws_task(task_run_name="delete db subnet group {observed.name}")
 def delete_db_subnet_group(observed: Observed, ctx: AwsContext) -> None:
     """NotFound is success. While the instance is still being deleted AWS answers
     InvalidDBSubnetGroupStateFault, which tasks/aws.py classes as transient (retried)."""
@@ -362,7 +362,7 @@ def ensure_db_parameter_group(stack: Stack, ctx: AwsContext) -> Observed:
     return found
 
 
-@aws_task(task_run_name="delete db parameter group")
+@aws_task(task_run_name="delete db parameter group {observed.name}")
 def delete_db_parameter_group(observed: Observed, ctx: AwsContext) -> None:
     """NotFound is success; InvalidDBParameterGroupState (still attached) is transient."""
     _delete_group(ctx, f"DB parameter group {observed.name}", "DBParameterGroup", observed.name,
@@ -698,7 +698,7 @@ def ensure_db_instance(stack: Stack, ctx: AwsContext, *, kms_key: Observed, secu
     return _instance_observed(d)
 
 
-@aws_task(task_run_name="delete db instance")
+@aws_task(task_run_name="delete db instance {observed.name}")
 def delete_db_instance(observed: Observed, ctx: AwsContext, *, final_snapshot: bool,
                        confirmed: bool = False) -> str | None:
     """Delete the instance and its automated backups; returns the final snapshot's identifier.

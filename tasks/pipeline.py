@@ -252,7 +252,7 @@ def roles_trusting(ctx: AwsContext, arn: str) -> list[str]:
     return sorted(names)
 
 
-@aws_task(task_run_name="delete oidc provider github")
+@aws_task(task_run_name="delete oidc provider {observed.name}")
 def delete_oidc_provider(observed: Observed, ctx: AwsContext) -> str | None:
     """Delete the provider if it is this stack's and no role (of any stack) still trusts it.
     Returns None when deleted (or already gone), else why it stays."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -211,6 +212,115 @@ def test_status_json_lists_what_up_made(provisioned: None, capsys: pytest.Captur
     assert kinds["subnet"] == 4 and kinds["nat gateway"] == 2 and kinds["db instance"] == 1
     assert kinds["ecr repository"] == 2 and kinds["kms key"] == 4
     assert kinds["alarm"] >= 20 and kinds["sns topic"] == 1 and kinds["dashboard"] == 1
+
+
+CONSOLE = f"https://{REGION}.console.aws.amazon.com"
+VPC_PAGES = {"vpc": "VpcDetails:VpcId", "subnet": "SubnetDetails:subnetId",
+             "route table": "RouteTableDetails:RouteTableId", "internet gateway": "InternetGateway:internetGatewayId",
+             "nat gateway": "NatGatewayDetails:natGatewayId",
+             "security group": "SecurityGroup:groupId", "vpc endpoint": "EndpointDetails:vpcEndpointId"}
+ELB_PAGES = {"load balancer": "LoadBalancer:loadBalancerArn", "listener": "ELBListenerV2:listenerArn",
+             "target group": "TargetGroup:targetGroupArn"}
+
+
+def cloudwatch_escaped(name: str) -> str:
+    """How the CloudWatch console writes a log group in its URL: "/" is "$252F"."""
+    return name.replace("/", "$252F")
+
+
+def expected_console_link(kind: str, name: str, resource_id: str) -> str:
+    """The console page of each kind ecsflow makes, written out from the AWS console's own URLs."""
+    last = resource_id.rsplit("/", 1)[-1]
+    account = resource_id.split(":")[4] if resource_id.startswith("arn:") else ""
+    if kind in VPC_PAGES:
+        return f"{CONSOLE}/vpcconsole/home?region={REGION}#{VPC_PAGES[kind]}={resource_id}"
+    if kind in ELB_PAGES:
+        return f"{CONSOLE}/ec2/home?region={REGION}#{ELB_PAGES[kind]}={resource_id}"
+    cluster_page = f"{CONSOLE}/ecs/v2/clusters/library-prod-cluster"
+    forms = {
+        "listener rule": f"{CONSOLE}/ec2/home?region={REGION}#ELBListenerV2:listenerArn="
+                         f"{resource_id.replace(':listener-rule/', ':listener/').rsplit('/', 1)[0]}",
+        "db instance": f"{CONSOLE}/rds/home?region={REGION}#database:id={name};is-cluster=false",
+        "db subnet group": f"{CONSOLE}/rds/home?region={REGION}#db-subnet-group:id={name}",
+        "db parameter group": f"{CONSOLE}/rds/home?region={REGION}#parameter-group-details:parameter-group-name={name}",
+        "ecr repository": f"{CONSOLE}/ecr/repositories/private/{account}/{name}?region={REGION}",
+        "ecs cluster": f"{cluster_page}?region={REGION}",
+        "ecs service": f"{cluster_page}/services/{name}?region={REGION}",
+        # the autoscaling of a service is on the service's page (its name: service/{cluster}/{service})
+        "scalable target": f"{cluster_page}/services/{name.rsplit('/', 1)[-1]}?region={REGION}",
+        "task definition": f"{CONSOLE}/ecs/v2/task-definitions/{last.replace(':', '/')}?region={REGION}",
+        "certificate": f"{CONSOLE}/acm/home?region={REGION}#/certificates/{last}",
+        "kms key": f"{CONSOLE}/kms/home?region={REGION}#/kms/keys/{last}",
+        "log group": f"{CONSOLE}/cloudwatch/home?region={REGION}#logsV2:log-groups/log-group/"
+                     f"{cloudwatch_escaped(name)}",
+        "metric filter": f"{CONSOLE}/cloudwatch/home?region={REGION}#logsV2:log-groups/log-group/"
+                         f"{cloudwatch_escaped(resource_id.rsplit(':', 1)[0])}/metric-filters",
+        "iam role": f"https://console.aws.amazon.com/iam/home#/roles/details/{name}",
+        "oidc provider": "https://console.aws.amazon.com/iam/home#/identity_providers/details/OPENID/"
+                         + resource_id.replace(":", "%3A").replace("/", "%2F"),
+        "sns topic": f"{CONSOLE}/sns/v3/home?region={REGION}#/topic/{resource_id}",
+        # a secret's name is its ARN's last part without the 6 random characters AWS appends
+        "secret": f"{CONSOLE}/secretsmanager/secret?name={resource_id.split(':')[-1][:-7].replace('!', '%21')}"
+                  f"&region={REGION}",
+        "alarm": f"{CONSOLE}/cloudwatch/home?region={REGION}#alarmsV2:alarm/{name}",
+        "dashboard": f"{CONSOLE}/cloudwatch/home?region={REGION}#dashboards:name={name}",
+        "s3 bucket": f"https://s3.console.aws.amazon.com/s3/buckets/{name}?region={REGION}",
+        "budget": f"https://console.aws.amazon.com/billing/home#/budgets/details?name={name}",
+    }
+    return forms[kind]
+
+
+def read_outputs_artifact() -> str:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as prefect:
+        found = prefect.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(
+            any_=["outputs-library-prod"])))
+    assert found, "up publishes the outputs-library-prod artifact"
+    return str(sorted(found, key=lambda a: a.created or 0)[-1].data)
+
+
+RESOURCE_ROW = re.compile(r"^\| (?P<kind>[^|]+) \| (?P<name>[^|]+) \| `(?P<id>[^`]+)` "
+                          r"\| \[open\]\((?P<link>[^)]+)\) \|$")
+
+
+def test_outputs_artifact_links_every_resource_to_its_console_page(provisioned: None) -> None:
+    markdown = read_outputs_artifact()
+    head, _, rest = markdown.partition("## Resources")
+    assert "| vpc_id |" in head and "| db_endpoint |" in head, "the outputs table stays first"
+    assert "## Estimated monthly cost" in rest, "the cost section stays"
+    table = [line for line in rest.splitlines() if line.startswith("| ") and not line.startswith("| kind |")]
+    table = table[:next((i for i, line in enumerate(table) if not RESOURCE_ROW.match(line)), len(table))]
+    rows = [RESOURCE_ROW.match(line).groupdict() for line in table]  # type: ignore[union-attr]
+    assert rows, markdown
+
+    # The VPC row: the VPC AWS holds, linked to its page in the stack's region.
+    vpc_id = aws_client("ec2").describe_vpcs(Filters=OURS)["Vpcs"][0]["VpcId"]
+    vpc_rows = [r for r in rows if r["kind"] == "vpc"]
+    assert [(r["id"], r["link"]) for r in vpc_rows] == [
+        (vpc_id, f"{CONSOLE}/vpcconsole/home?region={REGION}#VpcDetails:VpcId={vpc_id}")]
+
+    log_group_pages = f"{CONSOLE}/cloudwatch/home?region={REGION}#logsV2:log-groups/log-group/"
+    wrong = [row for row in rows
+             # a flow log has no page of its own: it links to the log group its records go to
+             if not (row["link"].startswith(log_group_pages) if row["kind"] == "flow log"
+                     else row["link"] == expected_console_link(row["kind"], row["name"], row["id"]))]
+    assert not wrong, wrong
+
+    kinds = Counter(r["kind"] for r in rows)
+    assert kinds["subnet"] == 4 and kinds["nat gateway"] == 2 and kinds["route table"] == 3
+    assert kinds["security group"] == 3 and kinds["db instance"] == 1 and kinds["ecr repository"] == 2
+    assert kinds["ecs service"] == 2 and kinds["task definition"] == 2 and kinds["target group"] == 2
+    assert kinds["kms key"] == 4 and kinds["load balancer"] == 1 and kinds["alarm"] >= 20
+    assert kinds["secret"] == 1, "the database's managed master secret, by its ARN"
+    assert len({r["id"] for r in rows}) == len(rows), "one row per resource"
+
+    # ARNs of secrets only, never a value.
+    db = aws_client("rds").describe_db_instances(DBInstanceIdentifier="library-prod-db")["DBInstances"][0]
+    password = aws_client("secretsmanager").get_secret_value(
+        SecretId=db["MasterUserSecret"]["SecretArn"])["SecretString"]
+    assert json.loads(password)["password"] not in markdown
 
 
 def test_a_changed_setting_is_planned_and_applied_alone(

@@ -359,9 +359,9 @@ def test_tasks_retry_only_transient_errors_and_never_cache() -> None:
     from tasks.aws import retry_transient
 
     for task_, run_name in ((ensure_db_instance, "ensure db instance"),
-                            (delete_db_instance, "delete db instance"),
+                            (delete_db_instance, "delete db instance {observed.name}"),
                             (ensure_db_subnet_group, "ensure db subnet group"),
-                            (delete_db_parameter_group, "delete db parameter group"),
+                            (delete_db_parameter_group, "delete db parameter group {observed.name}"),
                             (iam.ensure_role, "ensure iam role {role.component}")):
         assert task_.task_run_name == run_name
         assert task_.cache_policy == NO_CACHE
