@@ -262,6 +262,7 @@ class LocalLoadBalancer(_HttpRelayServer):
 class _Task:
     task_definition: str
     container: Any | None
+    failure: str = ""  # why its container did not start (not retried until the task definition changes)
 
 
 class EcsTasks:
@@ -271,9 +272,10 @@ class EcsTasks:
     target_url: str
 
     def __init__(self, moto_url: str, *, registry: str, app_port: int, region: str,
-                 load_balancer: bool = False) -> None:
+                 load_balancer: bool = False, registry_auth: dict[str, str] | None = None) -> None:
         super().__init__(moto_url)  # type: ignore[call-arg]
         self.registry = registry
+        self.registry_auth = registry_auth  # {"username", "password"}: pulls log in, as ECS's execution role does
         self.app_port = app_port
         self.region = region
         self.started: list[str] = []  # task definitions whose task was started, in order
@@ -307,15 +309,23 @@ class EcsTasks:
         if current is None or current.task_definition != wanted:
             if current is not None and current.container is not None:
                 self._remove(current.container)
-            container = self._start(service, definition) if desired else None
-            self._tasks[name] = _Task(wanted, container)
+            container, failure = None, ""
             if desired:
+                try:
+                    container = self._start(service, definition)
+                except Exception as exc:  # as ECS: the task does not start, the service says why
+                    failure = f"the stand-in could not start {definition}: {str(exc).splitlines()[0][:300]}"
+            self._tasks[name] = _Task(wanted, container, failure)
+            if container is not None:
                 self.started.append(definition)
-        service["runningCount"], service["pendingCount"] = desired, 0
+            current = self._tasks[name]
+        running = 0 if current.failure else desired
+        service["runningCount"], service["pendingCount"] = running, 0
         service["deployments"] = [{
             "id": f"ecs-svc/standin-{definition.rsplit(':', 1)[-1]}", "status": "PRIMARY",
-            "taskDefinition": definition, "desiredCount": desired, "runningCount": desired, "pendingCount": 0,
-            "failedTasks": 0, "rolloutState": "COMPLETED", "rolloutStateReason": "ECS deployment completed."}]
+            "taskDefinition": definition, "desiredCount": desired, "runningCount": running, "pendingCount": 0,
+            "failedTasks": desired - running, "rolloutState": "FAILED" if current.failure else "COMPLETED",
+            "rolloutStateReason": current.failure or "ECS deployment completed."}]
 
     def _start(self, service: dict[str, Any], definition: str) -> Any:
         import docker
@@ -334,14 +344,21 @@ class EcsTasks:
                   for m in container.get("mountPoints", []) if m["sourceVolume"] in volumes]
         client = docker.from_env()
         try:
+            try:
+                client.images.get(image)
+            except docker.errors.ImageNotFound:  # built elsewhere (or the registry's port changed): pull it
+                client.images.pull(image, auth_config=self.registry_auth)
             run = client.containers.run(image, detach=True, network_mode="host", environment=env,
                                         read_only=bool(container.get("readonlyRootFilesystem")), mounts=mounts,
                                         labels={LABEL: service["serviceName"]})
         finally:
             client.close()
+        # One container answers for every task ECS would run: a target per desired task.
+        tasks = max(int(service.get("desiredCount") or 1), 1)
         for lb in balancers:
-            self._client("elbv2").register_targets(TargetGroupArn=lb["targetGroupArn"],
-                                                   Targets=[{"Id": "10.0.10.10", "Port": lb["containerPort"]}])
+            self._client("elbv2").register_targets(
+                TargetGroupArn=lb["targetGroupArn"],
+                Targets=[{"Id": f"10.0.10.{10 + i}", "Port": lb["containerPort"]} for i in range(tasks)])
             if self.balancer is not None:
                 self.balancer.targets[lb["targetGroupArn"]] = port
                 self.balancer.forget_routes()
