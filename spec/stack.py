@@ -348,7 +348,8 @@ class Service(Model):
     enable_exec: bool = Field(False, description="Allow `aws ecs execute-command` into the tasks (logged).")
     migration_command: str | None = Field(
         None, min_length=1, description="One-off command run as a task of the new revision (e.g. `php artisan "
-        "migrate --force`) before the service moves to it; a non-zero exit stops the rollout.")
+        "migrate --force`, `python manage.py migrate`) before the service moves to it; a non-zero exit stops the "
+        "rollout.")
     migration_timeout_seconds: int = Field(900, ge=30, le=86400)
     command: str | None = Field(
         None, min_length=1, description="Run this command instead of the image's default (split like a shell "
@@ -515,18 +516,22 @@ class Cdn(Model):
 
     enabled: bool = False
     price_class: Literal["PriceClass_100", "PriceClass_200", "PriceClass_All"] = "PriceClass_100"
+    # No default paths: which ones are safe to cache depends on the app's framework (its build's hashed
+    # assets), so the stack file names them; caching nothing is the safe default.
     static_paths: list[str] = Field(
-        default_factory=lambda: ["/_nuxt/*", "/assets/*"],
-        description="Cached at the edge (CloudFront's managed CachingOptimized policy).")
+        default_factory=list,
+        description="Cached at the edge (CloudFront's managed CachingOptimized policy), e.g. the front end's "
+        "hashed build assets such as /assets/*. Empty: nothing is cached, every request reaches the load balancer.")
     uncached_paths: list[str] = Field(
-        default_factory=lambda: ["/api/*"], description="Never cached (CachingDisabled); so is the default route.")
+        default_factory=list, description="Never cached (CachingDisabled), listed before static_paths so they win "
+        "over a broader static pattern, e.g. /api/*. The default route is never cached either.")
 
     @field_validator("static_paths", "uncached_paths")
     @classmethod
     def _paths(cls, value: list[str]) -> list[str]:
         for pattern in value:
             if not re.fullmatch(r"/[A-Za-z0-9_\-.$/~\"'@:+*?&]{0,254}", pattern):
-                raise ValueError(f"CloudFront path pattern {pattern!r} must start with / (e.g. /_nuxt/*)")
+                raise ValueError(f"CloudFront path pattern {pattern!r} must start with / (e.g. /assets/*)")
         return value
 
 
@@ -716,6 +721,42 @@ class Backup(Model):
 GITHUB_REPOSITORY = r"^[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}/[A-Za-z0-9_.-]{1,100}$"
 
 
+REPO_PATH = r"^(\.|[A-Za-z0-9_.][A-Za-z0-9_./-]{0,199})$"
+
+
+class PipelineCheck(Model):
+    """One job of test.yml (on every pull request, and as the gate before each deploy): a directory of the
+    app repository, an optional toolchain, and the shell commands that check it."""
+
+    name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,39}$", description="The job's name in GitHub.")
+    directory: str = Field(".", pattern=REPO_PATH, description="Working directory, relative to the repository root.")
+    run: str = Field(
+        ..., min_length=1, max_length=8000, description="Shell commands run by bash with -e (the first failing one "
+        "fails the check), e.g. `npm ci` then `npm test`. They run a pull request's code with a read-only token and "
+        "no secrets.")
+    php_version: str | None = Field(None, pattern=r"^\d+\.\d+$",
+                                    description="Set up PHP of this version, with Composer, before `run`.")
+    php_extensions: str | None = Field(None, pattern=r"^[a-z0-9_]+(, ?[a-z0-9_]+)*$",
+                                       description="PHP extensions to add, e.g. `pdo_pgsql, intl`.")
+    node_version: str | None = Field(None, pattern=r"^\d+(\.\d+){0,2}$",
+                                     description="Set up Node.js of this version before `run`.")
+
+    @model_validator(mode="after")
+    def _extensions(self) -> PipelineCheck:
+        if self.php_extensions is not None and self.php_version is None:
+            raise ValueError(f"checks[{self.name}].php_extensions needs php_version (the PHP they are added to)")
+        return self
+
+
+class PipelineImage(Model):
+    """Where a service's image is built from in the app repository (test.yml lints and scans it; deploy.yml
+    builds, scans, signs and pushes it)."""
+
+    service: str = Field(..., description="One of the stack's services.")
+    context: str = Field(..., pattern=REPO_PATH, description="Build context, relative to the repository root.")
+    dockerfile: str | None = Field(None, pattern=REPO_PATH, description="Default: {context}/Dockerfile.")
+
+
 class Pipeline(Model):
     """CI/CD: the GitHub repository whose pushes deploy this stack, and the AWS side GitHub Actions uses
     (an IAM OIDC provider for token.actions.githubusercontent.com and a CI role trusted by this repository's
@@ -746,6 +787,12 @@ class Pipeline(Model):
     github_api_url: str = Field(
         "https://api.github.com", pattern=r"^https?://[^\s]+$",
         description="GitHub's REST API (GitHub Enterprise Server: https://HOST/api/v3).")
+    checks: list[PipelineCheck] = Field(
+        default_factory=list, description="The app's own checks, one test.yml job each (written as the Actions "
+        "variable ECSFLOW_CHECKS). Empty: test.yml only lints and scans the images.")
+    images: list[PipelineImage] | None = Field(
+        None, description="Each service's build context in the app repository (the Actions variable "
+        "ECSFLOW_IMAGES). Default: one per service, its context a directory named after the service.")
 
     @field_validator("github_repository")
     @classmethod
@@ -771,6 +818,20 @@ class Pipeline(Model):
             raise ValueError("write_github_settings needs github_token_block: the name of a Prefect Secret block "
                              "holding a GitHub token allowed to write the repository's Actions secrets and variables")
         return self
+
+    @field_validator("checks")
+    @classmethod
+    def _check_names(cls, value: list[PipelineCheck]) -> list[PipelineCheck]:
+        names = [c.name for c in value]
+        if len(set(names)) != len(names):
+            raise ValueError(f"checks: each check needs a name of its own, got {names}")
+        return value
+
+    def images_for(self, services: list[str]) -> list[PipelineImage]:
+        """`images`, or by default one per service built from the directory of its name."""
+        if self.images is not None:
+            return self.images
+        return [PipelineImage(service=s, context=s) for s in services]
 
     @property
     def owner(self) -> str:
@@ -846,13 +907,14 @@ class Monitoring(Model):
         default_factory=dict, description="Per alarm kind (service_cpu, latency_p95, db_free_storage, ...: see "
         "docs/monitoring.md), threshold / period_seconds / evaluation_periods / datapoints_to_alarm / enabled.")
     app_error_pattern: str = Field(
-        '?".ERROR:" ?".CRITICAL:" ?".ALERT:" ?".EMERGENCY:"', min_length=1, max_length=1024,
-        description="CloudWatch Logs filter pattern for application errors (default: Laravel/Monolog's "
-        "`channel.LEVEL:` lines at ERROR and above).")
+        "?ERROR ?CRITICAL ?FATAL", min_length=1, max_length=1024,
+        description="CloudWatch Logs filter pattern for application errors. Default: lines with the upper-case "
+        "level words most loggers write (case-sensitive terms); name your framework's own format for fewer false "
+        "matches (stacks/library.yaml names Monolog's `channel.LEVEL:` lines).")
     http_5xx_pattern: str = Field(
         "{ $.status >= 500 }", min_length=1, max_length=1024,
-        description="Filter pattern for 5xx answers in the web server's access log (default: the JSON access "
-        "log of the images' nginx).")
+        description="Filter pattern for 5xx answers in the web server's access log. Default: a JSON access log "
+        "with a numeric `status` field (lines that are not JSON never match).")
     dashboard: bool = Field(True, description="A CloudWatch dashboard of the services, load balancer and database.")
     monthly_budget_usd: float | None = Field(
         None, gt=0, le=1_000_000_000, description="A monthly cost budget (the whole account's cost) alerting the "
@@ -1000,6 +1062,19 @@ class Stack(Model):
                 if wanted is not None and wanted not in self.app_secrets:
                     raise ValueError(f"services.{service}.secrets.{variable}: {ref} names no entry of app_secrets "
                                      f"({', '.join(self.app_secrets) or 'none declared'}); declare it there")
+        return self
+
+    @model_validator(mode="after")
+    def _pipeline_images(self) -> Stack:
+        if self.pipeline is None or self.pipeline.images is None:
+            return self
+        named = [i.service for i in self.pipeline.images]
+        unknown = sorted(set(named) - set(self.services))
+        if unknown:
+            raise ValueError(f"pipeline.images names {', '.join(unknown)}, which is not in services "
+                             f"({', '.join(self.services)})")
+        if len(set(named)) != len(named):
+            raise ValueError(f"pipeline.images: each service once, got {named}")
         return self
 
     @model_validator(mode="after")

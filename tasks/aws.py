@@ -295,6 +295,7 @@ class AwsContext:
             client.meta.events.register(
                 "before-call", lambda model, **_: CALLS.record(service, model.name)
             )
+            client.meta.events.register("before-parameter-build", _note_mutation)
             cache[key] = client
         return cache[key]
 
@@ -408,3 +409,153 @@ def progress(message: str) -> None:
 
 def tag_map(tags: list[Any] | None) -> dict[str, str]:
     return {t["Key"]: t["Value"] for t in tags or []}
+
+
+# ---------------------------------------------------------------- the flow run's tag index
+
+# One paginated `tag:GetResources` pass over the stack's tags stands in for a tag read per resource.
+# It is a POSITIVE hint only: an ARN it holds gets its tags from it; an ARN it lacks falls back to the
+# family's own read, so find-by-tag stays right where the tagging API is behind or blind:
+#   - a resource made after the pass, or one AWS's tagging API has not caught up with (eventually
+#     consistent) is simply not in it;
+#   - IAM (roles) is not covered by the tagging API at all; ECR, CloudWatch alarms, log groups, SNS,
+#     KMS, RDS, ECS, ELBv2 are on AWS.
+#   - moto 5.2.5 (moto/resourcegroupstaggingapi + each backend's iter_tagged_resources) covers KMS
+#     keys, log groups, CloudWatch alarms, SNS topics, ECS services/clusters/task definitions, ELBv2
+#     load balancers and target groups, RDS instances/clusters/snapshots (not subnet or parameter
+#     groups), S3 buckets, secrets, SSM parameters, ACM, CloudFront and most EC2 types; not ECR
+#     repositories (their reads fall back here, where AWS would answer from the index).
+# Any mutating call of the flow run that names a resource (by ARN, id or name) takes that resource
+# out of the index for the rest of the run: what the run itself changed is read fresh.
+# Tags that carry state rather than identity (the recorded image, a revision's deploy verdict) are
+# read per resource, never from here: a lagging index could undo a deploy.
+
+_TAG_RUNS_LOCK = threading.Lock()
+_TAG_RUNS: dict[str, _RunTags] = {}
+_TAG_RUNS_KEPT = 16  # a serving process runs many flows: keep the newest few
+
+
+class _RunTags:
+    """One flow run's tag indexes (by stack, env, region, credentials, endpoint) and the resources
+    its mutating calls named."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.indexes: dict[tuple[Any, ...], TagIndex] = {}
+        self.touched: set[str] = set()
+
+    def is_touched(self, arn: str) -> bool:
+        with self.lock:
+            return any(arn == t or arn.endswith((f"/{t}", f":{t}")) for t in self.touched)
+
+
+class TagIndex:
+    """Tags by ARN of every resource carrying the stack's `ecsflow:stack` and `ecsflow:env` tags,
+    read with one paginated GetResources pass when first asked."""
+
+    # ResourcesPerPage's maximum. (moto 5.2.5 also cuts a page at 100 tags, its TagsPerPage default, so
+    # there a page holds ~20 of our resources.)
+    PAGE_SIZE = 100
+
+    def __init__(self, ctx: AwsContext) -> None:
+        self._ctx = ctx
+        self._lock = threading.Lock()
+        self._tags: dict[str, dict[str, str]] | None = None
+
+    def _fill(self) -> dict[str, dict[str, str]]:
+        with self._lock:
+            if self._tags is None:
+                ctx = self._ctx
+                tagging = ctx.client("resourcegroupstaggingapi")
+                pages = tagging.get_paginator("get_resources").paginate(
+                    TagFilters=[{"Key": TAG_STACK, "Values": [ctx.stack]}, {"Key": TAG_ENV, "Values": [ctx.env]}],
+                    PaginationConfig={"PageSize": self.PAGE_SIZE})  # ResourcesPerPage
+                found: dict[str, dict[str, str]] = {}
+                try:
+                    for page in call(f"read the tags of {ctx.prefix}'s resources", lambda: list(pages)):
+                        for item in page.get("ResourceTagMappingList", []):
+                            found[item["ResourceARN"]] = tag_map(item.get("Tags"))
+                except EcsflowError as exc:
+                    # Only a shortcut: without it every family reads its own tags, as before.
+                    progress(f"{exc}; reading each resource's tags instead (grant tag:GetResources to save calls)")
+                    found = {}
+                self._tags = found
+            return self._tags
+
+    def get(self, arn: str) -> dict[str, str] | None:
+        tags = self._fill().get(arn)
+        return dict(tags) if tags is not None else None
+
+    def __len__(self) -> int:
+        return len(self._fill())
+
+
+def _flow_run_id() -> str | None:
+    try:
+        from prefect.runtime import flow_run
+
+        run_id = flow_run.id
+    except Exception:
+        return None
+    return str(run_id) if run_id else None
+
+
+def _current_run() -> _RunTags | None:
+    """The tag state of the flow run this thread works for (its tasks' threads share it), or None."""
+    run_id = _flow_run_id()
+    if run_id is None:
+        return None
+    with _TAG_RUNS_LOCK:
+        run = _TAG_RUNS.pop(run_id, None) or _RunTags()
+        _TAG_RUNS[run_id] = run  # newest last
+        while len(_TAG_RUNS) > _TAG_RUNS_KEPT:
+            del _TAG_RUNS[next(iter(_TAG_RUNS))]
+        return run
+
+
+def _index_of(run: _RunTags, ctx: AwsContext) -> TagIndex:
+    key = (ctx.stack, ctx.env, ctx.region, ctx.credentials_block, os.environ.get("AWS_ENDPOINT_URL"))
+    with run.lock:
+        return run.indexes.setdefault(key, TagIndex(ctx))
+
+
+def tag_index(ctx: AwsContext) -> TagIndex | None:
+    """This flow run's tag index for the context's stack, or None outside a flow run."""
+    run = _current_run()
+    return _index_of(run, ctx) if run is not None else None
+
+
+def indexed_tags(ctx: AwsContext, arn: str) -> dict[str, str] | None:
+    """The resource's tags from the flow run's index, or None: not in a flow run, not in the index,
+    or changed by this run (then read the resource itself)."""
+    run = _current_run()
+    if run is None or not arn or run.is_touched(arn):
+        return None
+    return _index_of(run, ctx).get(arn)
+
+
+def tags_of(ctx: AwsContext, arn: str, read: Callable[[], dict[str, str]]) -> dict[str, str]:
+    """The resource's tags: from the flow run's index when it holds them, else `read()`."""
+    tags = indexed_tags(ctx, arn)
+    return tags if tags is not None else read()
+
+
+def _names_in(params: Any) -> set[str]:
+    """The strings a request names its resources by (top-level values and lists of them)."""
+    found: set[str] = set()
+    if isinstance(params, dict):
+        for value in params.values():
+            items = value if isinstance(value, list) else [value]
+            found.update(v for v in items if isinstance(v, str) and len(v) >= 3)
+    return found
+
+
+def _note_mutation(model: Any, params: Any = None, **_: Any) -> None:
+    """botocore hook on every request's parameters: a mutating call takes what it names out of the flow run's index."""
+    if not CallLog.is_mutating(f"-:{model.name}"):
+        return
+    names = _names_in(params)
+    run = _current_run() if names else None
+    if run is not None:
+        with run.lock:
+            run.touched.update(names)

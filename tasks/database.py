@@ -33,6 +33,7 @@ from tasks.aws import (
     error_code,
     fit_name,
     tag_map,
+    tags_of,
     wait_until,
 )
 from tasks.contract import (
@@ -157,9 +158,13 @@ def _paginate(doing: str, ctx: AwsContext, operation: str, key: str, **kwargs: A
     return call(doing, pages)
 
 
-def _rds_tags(ctx: AwsContext, arn: str, what: str) -> dict[str, str]:
-    got = call_or_none(f"read the tags of {what}", ctx.rds().list_tags_for_resource, ResourceName=arn)
-    return tag_map(got["TagList"] if got else [])
+def _rds_tags(ctx: AwsContext, arn: str, what: str, *, fresh: bool = False) -> dict[str, str]:
+    """From the flow run's tag index when it holds the ARN (not `fresh`), else ListTagsForResource."""
+    def read() -> dict[str, str]:
+        got = call_or_none(f"read the tags of {what}", ctx.rds().list_tags_for_resource, ResourceName=arn)
+        return tag_map(got["TagList"] if got else [])
+
+    return read() if fresh else tags_of(ctx, arn, read)
 
 
 def _tag_diff(observed: Observed, ctx: AwsContext, component: str) -> tuple[FieldDiff, ...]:
@@ -257,7 +262,7 @@ def _delete_group(ctx: AwsContext, what: str, kind: str, name: str, describe: Ca
     got = call_or_none(f"look up {what}", describe, **{f"{kind}Name": name})
     if not got or not got[f"{kind}s"]:
         return
-    require_ours(ctx, _rds_tags(ctx, got[f"{kind}s"][0][f"{kind}Arn"], what), what)
+    require_ours(ctx, _rds_tags(ctx, got[f"{kind}s"][0][f"{kind}Arn"], what, fresh=True), what)
     call_or_none(f"delete {what}", delete, **{f"{kind}Name": name})
 
 

@@ -709,7 +709,8 @@ def distribution_config(spec: Stack, ctx: AwsContext, *, alb_dns: str, certifica
                                    "OriginSslProtocols": {"Quantity": 1, "Items": ["TLSv1.2"]},
                                    "OriginReadTimeout": 30, "OriginKeepaliveTimeout": 5}}]},
         "DefaultCacheBehavior": _behaviour(CACHING_DISABLED, ALL_METHODS),
-        "CacheBehaviors": {"Quantity": len(behaviours), "Items": behaviours},
+        # AWS omits Items when there are none: so do we, or the plan would see a difference that never goes.
+        "CacheBehaviors": {"Quantity": len(behaviours), **({"Items": behaviours} if behaviours else {})},
         "ViewerCertificate": {"ACMCertificateArn": certificate_arn, "SSLSupportMethod": "sni-only",
                               "MinimumProtocolVersion": "TLSv1.2_2021"},
         "PriceClass": cdn.price_class,

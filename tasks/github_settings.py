@@ -4,9 +4,10 @@
 deploy.yml reads:
     variables  AWS_REGION, ECSFLOW_CI_ROLE_ARN, ECSFLOW_ECR_REGISTRY, ECSFLOW_REPOSITORY_PREFIX
                (`{stack}-{env}-`: a service's repository is the prefix + its name), ECSFLOW_WEBHOOK_URL
-               (when pipeline.webhook_url is set)
+               (when pipeline.webhook_url is set), ECSFLOW_IMAGES (pipeline.images, as JSON)
     secret     ECSFLOW_WEBHOOK_SECRET (the receiver's HMAC secret, from pipeline.webhook_secret_block;
                written only with a webhook_url, which is what it signs for)
+test.yml reads ECSFLOW_CHECKS (pipeline.checks, as JSON) and ECSFLOW_IMAGES.
 
 A secret is sealed for the repository (libsodium sealed box with the repository's public key,
 GET .../actions/secrets/public-key) before it leaves this process; GitHub never returns it, so it
@@ -17,6 +18,7 @@ comes from a Prefect Secret block; neither it nor the secret value reach logs or
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
 import httpx
@@ -81,6 +83,12 @@ def wanted_variables(spec: Stack, ctx: AwsContext, role_arn: str, repositories: 
     }
     if spec.pipeline.webhook_url:
         variables["ECSFLOW_WEBHOOK_URL"] = spec.pipeline.webhook_url
+    # test.yml's jobs and both templates' image matrix come from the stack file, not from the templates.
+    variables["ECSFLOW_CHECKS"] = json.dumps([c.model_dump(exclude_none=True) for c in spec.pipeline.checks],
+                                             separators=(",", ":"))
+    variables["ECSFLOW_IMAGES"] = json.dumps([i.model_dump(exclude_none=True)
+                                              for i in spec.pipeline.images_for(list(spec.services))],
+                                             separators=(",", ":"))
     return variables
 
 

@@ -62,7 +62,8 @@ def find_role(ctx: AwsContext, role: RoleSpec) -> Observed | None:
         got = call(f"read policy {policy_name}", iam.get_role_policy, RoleName=name, PolicyName=policy_name)
         inline[policy_name] = _doc(got["PolicyDocument"])
     attached = call(f"list attached policies of {name}", iam.list_attached_role_policies, RoleName=name)
-    tags = tag_map(call(f"list tags of {name}", iam.list_role_tags, RoleName=name)["Tags"])
+    # GetRole answers with the role's tags (all of them: a role has at most 50), so no ListRoleTags.
+    tags = tag_map(data.get("Tags"))
     return Observed(
         id=data["Arn"], name=name, tags=tags,
         attrs={"trust_policy": _doc(data["AssumeRolePolicyDocument"]),
@@ -111,6 +112,8 @@ def ensure_role(ctx: AwsContext, role: RoleSpec) -> Observed:
         call(f"attach {arn} to {name}", iam.attach_role_policy, RoleName=name, PolicyArn=arn)
     for arn in set(current["managed_policy_arns"]) - set(role.managed_policy_arns):
         call(f"detach {arn} from {name}", iam.detach_role_policy, RoleName=name, PolicyArn=arn)
+    if observed is not None and not diff_fields(observed.attrs, wanted):
+        return observed  # nothing was written: what was just read is what AWS holds
     found = find_role(ctx, role)
     assert found is not None
     return found

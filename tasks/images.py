@@ -1046,7 +1046,7 @@ def find_image(spec: Stack, ctx: AwsContext, service: str) -> Observed | None:
     image was ever pushed. Observed.name is `{registry}/{repository}:{tag}`, .id the digest."""
     from tasks.registry import find_repository
 
-    repo = find_repository(spec, ctx, service)
+    repo = find_repository(spec, ctx, service, fresh_tags=True)  # the recorded image, as it is now
     if repo is None or IMAGE_TAG_KEY not in repo.tags:
         return None
     tag, _, digest = repo.tags[IMAGE_TAG_KEY].partition("@")

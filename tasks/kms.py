@@ -29,6 +29,7 @@ from tasks.aws import (
     NotOurs,
     call,
     call_or_none,
+    tags_of,
     wait_until,
 )
 from tasks.contract import Change, Observed, aws_task, plan_from, refuse_replace, require_ours
@@ -172,7 +173,7 @@ def _observe(ctx: AwsContext, meta: KeyMetadataTypeDef, alias: str, purpose: str
     key_id = meta["KeyId"]
     doing = f"read KMS key {alias}"
     if tags is None:
-        tags = _read_tags(ctx, key_id)
+        tags = tags_of(ctx, meta.get("Arn", ""), lambda: _read_tags(ctx, key_id))
     rotation = call(doing, kms.get_key_rotation_status, KeyId=key_id)["KeyRotationEnabled"]
     policy_text = call(doing, kms.get_key_policy, KeyId=key_id, PolicyName="default").get("Policy", "{}")
     return Observed(

@@ -31,6 +31,7 @@ from tasks.aws import (
     call_or_none,
     error_code,
     fit_name,
+    indexed_tags,
     is_not_found,
     progress,
     tag_map,
@@ -86,8 +87,14 @@ def elb_tags(ctx: AwsContext, component: str) -> list[dict[str, str]]:
 
 
 def _read_elb_tags(ctx: AwsContext, arns: list[str]) -> dict[str, dict[str, str]]:
-    """Tags of up to any number of ELB resources (DescribeTags takes 20 at a time)."""
+    """Tags of up to any number of ELB resources: from the flow run's tag index where it holds them,
+    the rest by DescribeTags (20 at a time)."""
     found: dict[str, dict[str, str]] = {}
+    for arn in arns:
+        indexed = indexed_tags(ctx, arn)
+        if indexed is not None:
+            found[arn] = indexed
+    arns = [arn for arn in arns if arn not in found]
     for start in range(0, len(arns), 20):
         got = call("read load balancer tags", ctx.elbv2().describe_tags, ResourceArns=arns[start:start + 20])
         for item in got.get("TagDescriptions", []):

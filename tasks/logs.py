@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tasks.aws import AwsContext, call, call_or_none
+from tasks.aws import AwsContext, call, call_or_none, tags_of
 from tasks.contract import Change, Observed, aws_task, plan_from, require_ours
 
 # CloudWatch Logs accepts only these retention values.
@@ -34,10 +34,19 @@ def allowed_retention(days: int) -> int:
     return next((d for d in RETENTION_DAYS if d >= days), RETENTION_DAYS[-1])
 
 
+def read_tags(ctx: AwsContext, arn: str, name: str) -> dict[str, str]:
+    """A log group's tags (`arn` without the `:*` DescribeLogGroups appends): from the flow run's tag
+    index when it holds them, else ListTagsForResource."""
+    def read() -> dict[str, str]:
+        got = call(f"list tags of {name}", ctx.logs().list_tags_for_resource, resourceArn=arn)
+        return dict(got.get("tags", {}))
+
+    return tags_of(ctx, arn, read)
+
+
 def _observe(ctx: AwsContext, data: dict[str, object]) -> Observed:
     arn = str(data["arn"]).removesuffix(":*")
-    tags = call(f"list tags of {data['logGroupName']}", ctx.logs().list_tags_for_resource, resourceArn=arn)
-    return Observed(id=arn, name=str(data["logGroupName"]), tags=dict(tags.get("tags", {})),
+    return Observed(id=arn, name=str(data["logGroupName"]), tags=read_tags(ctx, arn, str(data["logGroupName"])),
                     attrs={"retention_days": data.get("retentionInDays"), "kms_key_arn": data.get("kmsKeyId")})
 
 
@@ -73,6 +82,8 @@ def ensure_log_group(ctx: AwsContext, group: LogGroupSpec, kms_key: Observed | N
              retentionInDays=int(str(wanted["retention_days"])))
     if observed is not None and kms_key and current.get("kms_key_arn") != kms_key.id:
         call(f"encrypt {name}", logs.associate_kms_key, logGroupName=name, kmsKeyId=kms_key.id)
+    if observed is not None and observed.attrs == {**observed.attrs, **wanted}:
+        return observed  # nothing was written
     found = find_log_group(ctx, group)
     assert found is not None
     return found

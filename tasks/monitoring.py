@@ -36,7 +36,18 @@ from urllib.parse import urlsplit
 from spec import Stack
 from spec.stack import ALARM_KINDS, AlarmDefault
 from tasks import kms
-from tasks.aws import TAG_COMPONENT, TAG_ENV, TAG_STACK, AwsContext, EcsflowError, NotOurs, call, call_or_none, tag_map
+from tasks.aws import (
+    TAG_COMPONENT,
+    TAG_ENV,
+    TAG_STACK,
+    AwsContext,
+    EcsflowError,
+    NotOurs,
+    call,
+    call_or_none,
+    tag_map,
+    tags_of,
+)
 from tasks.contract import (
     Change,
     Observed,
@@ -282,9 +293,10 @@ def find_topic(ctx: AwsContext) -> Observed | None:
     if got is None:
         return None
     attributes = got.get("Attributes", {})
-    tags = call(f"read the tags of {arn}", sns.list_tags_for_resource, ResourceArn=arn).get("Tags", [])
+    tags = tags_of(ctx, arn, lambda: tag_map(call(f"read the tags of {arn}", sns.list_tags_for_resource,
+                                                  ResourceArn=arn).get("Tags", [])))
     subs = sorted(redact(s["Protocol"], s["Endpoint"]) for s in _subscriptions(ctx, arn))
-    return Observed(id=arn, name=topic_name(ctx), tags=tag_map(tags),
+    return Observed(id=arn, name=topic_name(ctx), tags=tags,
                     attrs={"kms_key": attributes.get("KmsMasterKeyId"),
                            "policy": json.loads(attributes["Policy"]) if attributes.get("Policy") else None,
                            "subscriptions": subs})
@@ -432,9 +444,12 @@ def alarm_wanted(spec: Stack, ctx: AwsContext, ref: AlarmRef, targets: Targets, 
 
 def _alarm_observed(ctx: AwsContext, data: dict[str, Any], tags: dict[str, str] | None = None) -> Observed:
     if tags is None:
-        got = call(f"read the tags of alarm {data['AlarmName']}", ctx.client("cloudwatch").list_tags_for_resource,
-                   ResourceARN=data["AlarmArn"])
-        tags = tag_map(got.get("Tags"))
+        def read() -> dict[str, str]:
+            got = call(f"read the tags of alarm {data['AlarmName']}",
+                       ctx.client("cloudwatch").list_tags_for_resource, ResourceARN=data["AlarmArn"])
+            return tag_map(got.get("Tags"))
+
+        tags = tags_of(ctx, data["AlarmArn"], read)
     return Observed(id=data["AlarmArn"], name=data["AlarmName"], tags=tags,
                     attrs={k: v for k, v in data.items() if not k.startswith(("State", "AlarmConfiguration"))})
 
@@ -445,6 +460,22 @@ def find_alarm(ctx: AwsContext, key: str) -> Observed | None:
                AlarmTypes=["MetricAlarm"])
     items = got.get("MetricAlarms", [])
     return _alarm_observed(ctx, items[0]) if items else None
+
+
+def find_alarms(ctx: AwsContext, keys: list[str]) -> dict[str, Observed | None]:
+    """Several alarms by name (key -> alarm or None), in one DescribeAlarms per 100 names."""
+    names = {alarm_name(ctx, key): key for key in keys}
+    found: dict[str, Observed | None] = dict.fromkeys(keys)
+    listed = list(names)
+    cloudwatch = ctx.client("cloudwatch")
+    for start in range(0, len(listed), 100):
+        batch = listed[start:start + 100]
+        pages = cloudwatch.get_paginator("describe_alarms").paginate(AlarmNames=batch, AlarmTypes=["MetricAlarm"])
+        for page in call(f"look up {len(batch)} alarms of {ctx.prefix}", lambda pages=pages: list(pages)):
+            for data in page.get("MetricAlarms", []):
+                if data["AlarmName"] in names:
+                    found[names[data["AlarmName"]]] = _alarm_observed(ctx, data)
+    return found
 
 
 def _alarm_current(observed: Observed, wanted: dict[str, Any]) -> dict[str, Any]:
@@ -469,16 +500,21 @@ def plan_alarm(spec: Stack, ctx: AwsContext, ref: AlarmRef, observed: Observed |
     return plan_from("alarm", name, observed, wanted, current=_alarm_current(observed, wanted) if observed else None)
 
 
+_UNREAD: Any = object()
+
+
 @aws_task(task_run_name="ensure alarm {ref.key}")
-def ensure_alarm(spec: Stack, ctx: AwsContext, ref: AlarmRef, targets: Targets, topic: Observed) -> Observed:
-    """One PutMetricAlarm when the alarm is missing or differs (it replaces the whole definition)."""
+def ensure_alarm(spec: Stack, ctx: AwsContext, ref: AlarmRef, targets: Targets, topic: Observed,
+                 current: Observed | None = _UNREAD) -> Observed:
+    """One PutMetricAlarm when the alarm is missing or differs (it replaces the whole definition).
+    `current`: the alarm as just read by the caller (None: missing), to save reading it again."""
     cloudwatch = ctx.client("cloudwatch")
     name = alarm_name(ctx, ref.key)
     missing = targets.missing(ref, ctx)
     if missing:
         raise EcsflowError(f"alarm {name} watches {missing}, which does not exist yet: run `ecsflow up` (or the "
                            f"phase that makes it) first, then the monitoring phase")
-    observed = find_alarm(ctx, ref.key)
+    observed = find_alarm(ctx, ref.key) if current is _UNREAD else current
     wanted = alarm_wanted(spec, ctx, ref, targets, topic.id)
     tags = ctx.tag_dict(alarm_component(ref.key))
     if observed is not None:
@@ -505,7 +541,10 @@ def ensure_alarm(spec: Stack, ctx: AwsContext, ref: AlarmRef, targets: Targets, 
 def ensure_alarms(spec: Stack, ctx: AwsContext, subject: str, targets: Targets, topic: Observed) -> list[Observed]:
     """The alarms of one service, of the load balancer or of the database, one after the other: a task per
     subject rather than per alarm keeps the run's overhead small (each alarm is one or two calls)."""
-    return [ensure_alarm.fn(spec, ctx, ref, targets, topic) for ref in planned_alarms(spec) if ref.subject == subject]
+    refs = [ref for ref in planned_alarms(spec) if ref.subject == subject]
+    # Read them all at once only when all can be made (else the first missing dimension says why).
+    found = find_alarms(ctx, [ref.key for ref in refs]) if not any(targets.missing(r, ctx) for r in refs) else {}
+    return [ensure_alarm.fn(spec, ctx, ref, targets, topic, found.get(ref.key, _UNREAD)) for ref in refs]
 
 
 def alarm_subjects(spec: Stack) -> list[str]:
@@ -586,12 +625,12 @@ def filter_wanted(spec: Stack, ctx: AwsContext, ref: FilterRef) -> dict[str, Any
 
 def _log_group_tags(ctx: AwsContext, group: str) -> dict[str, str] | None:
     """The log group's tags (the evidence a filter in it is ours), or None when it does not exist."""
+    from tasks import logs
+
     found = call(f"look up log group {group}", ctx.logs().describe_log_groups, logGroupNamePrefix=group)
     for data in found.get("logGroups", []):
         if data["logGroupName"] == group:
-            arn = str(data["arn"]).removesuffix(":*")
-            got = call(f"list tags of {group}", ctx.logs().list_tags_for_resource, resourceArn=arn)
-            return dict(got.get("tags", {}))
+            return logs.read_tags(ctx, str(data["arn"]).removesuffix(":*"), group)
     return None
 
 
@@ -601,15 +640,21 @@ def _filter_observed(data: Any, tags: dict[str, str]) -> Observed:
                            "metricTransformations": data.get("metricTransformations", [])})
 
 
-def find_metric_filter(spec: Stack, ctx: AwsContext, ref: FilterRef) -> Observed | None:
+def _group_filters(ctx: AwsContext, group: str, prefix: str) -> list[Any]:
+    """The log group's metric filters whose names start with `prefix` (none if the group is missing)."""
+    pages = ctx.logs().get_paginator("describe_metric_filters").paginate(logGroupName=group, filterNamePrefix=prefix)
+    got: Any = call_or_none(f"look up the metric filters {prefix}* of {group}", lambda: list(pages))
+    return [f for page in got or [] for f in page.get("metricFilters", [])]
+
+
+def find_metric_filter(spec: Stack, ctx: AwsContext, ref: FilterRef,
+                       group_tags: dict[str, str] | None = None) -> Observed | None:
     group = _log_group_name(spec, ctx, ref.service)
     name = filter_name(ctx, ref)
-    got: Any = call_or_none(f"look up metric filter {name}", ctx.logs().describe_metric_filters, logGroupName=group,
-                       filterNamePrefix=name)
-    items = [f for f in (got or {}).get("metricFilters", []) if f["filterName"] == name]
+    items = [f for f in _group_filters(ctx, group, name) if f["filterName"] == name]
     if not items:
         return None
-    return _filter_observed(items[0], _log_group_tags(ctx, group) or {})
+    return _filter_observed(items[0], group_tags if group_tags is not None else _log_group_tags(ctx, group) or {})
 
 
 def plan_metric_filter(spec: Stack, ctx: AwsContext, ref: FilterRef, observed: Observed | None) -> Change:
@@ -619,17 +664,24 @@ def plan_metric_filter(spec: Stack, ctx: AwsContext, ref: FilterRef, observed: O
 
 
 @aws_task(task_run_name="ensure metric filter {ref.service} {ref.kind}")
-def ensure_metric_filter(spec: Stack, ctx: AwsContext, ref: FilterRef) -> Observed:
+def ensure_metric_filter(spec: Stack, ctx: AwsContext, ref: FilterRef,
+                         read: tuple[dict[str, str] | None, list[Any]] | None = None) -> Observed:
+    """`read`: the log group's tags and our filters in it, as just read by the caller, to save reading
+    them again for each filter."""
     group = _log_group_name(spec, ctx, ref.service)
     name = filter_name(ctx, ref)
-    tags = _log_group_tags(ctx, group)
+    tags = _log_group_tags(ctx, group) if read is None else read[0]
     if tags is None:
         raise EcsflowError(f"metric filter {name} goes on the log group {group}, which does not exist yet: run "
                            f"`ecsflow up` (the cluster phase makes it) first")
     if not ctx.owns(tags):
         raise NotOurs(f"log group {group} lacks the tags {TAG_STACK}={ctx.stack}, {TAG_ENV}={ctx.env}; ecsflow "
                       f"puts no metric filter on it")
-    observed = find_metric_filter(spec, ctx, ref)
+    if read is None:
+        observed = find_metric_filter(spec, ctx, ref, tags)
+    else:
+        items = [f for f in read[1] if f["filterName"] == name]
+        observed = _filter_observed(items[0], tags) if items else None
     if observed is not None and plan_metric_filter(spec, ctx, ref, observed).action == "no-op":
         return observed
     wanted = filter_wanted(spec, ctx, ref)
@@ -639,8 +691,14 @@ def ensure_metric_filter(spec: Stack, ctx: AwsContext, ref: FilterRef) -> Observ
 
 @aws_task(task_run_name="ensure metric filters {service}")
 def ensure_metric_filters(spec: Stack, ctx: AwsContext, service: str) -> list[Observed]:
-    """The service's metric filters (one task for its log group)."""
-    return [ensure_metric_filter.fn(spec, ctx, ref) for ref in planned_filters(spec) if ref.service == service]
+    """The service's metric filters (one task for its log group, read once for all of them)."""
+    refs = [ref for ref in planned_filters(spec) if ref.service == service]
+    if not refs:
+        return []
+    group = _log_group_name(spec, ctx, service)
+    tags = _log_group_tags(ctx, group)
+    read = (tags, _group_filters(ctx, group, f"{ctx.prefix}-") if tags is not None else [])
+    return [ensure_metric_filter.fn(spec, ctx, ref, read) for ref in refs]
 
 
 def inventory_metric_filters(ctx: AwsContext) -> list[Observed]:
@@ -947,7 +1005,8 @@ def plan_monitoring(spec: Stack, ctx: AwsContext) -> list[Change]:
         changes.append(Change("sns topic", topic_name(ctx), "delete", note="monitoring.enabled is false"))
     topic = topic_arn(ctx)
     refs = planned_alarms(spec)
-    changes += [plan_alarm(spec, ctx, ref, find_alarm(ctx, ref.key), targets, topic) for ref in refs]
+    found = find_alarms(ctx, [ref.key for ref in refs])
+    changes += [plan_alarm(spec, ctx, ref, found[ref.key], targets, topic) for ref in refs]
     wanted = {alarm_name(ctx, r.key) for r in refs}
     changes += [Change("alarm", o.name, "delete", note="the stack no longer wants it")
                 for o in inventory_alarms(ctx) if o.name not in wanted]

@@ -27,7 +27,7 @@ from prefect import Task
 
 from spec import Stack
 from tasks import kms
-from tasks.aws import TAG_ENV, TAG_STACK, AwsContext, NotOurs, call, call_or_none
+from tasks.aws import TAG_ENV, TAG_STACK, AwsContext, NotOurs, call, call_or_none, tags_of
 from tasks.contract import Change, Observed, aws_task, current_of, plan_from, refuse_replace, require_ours
 
 if TYPE_CHECKING:
@@ -149,12 +149,18 @@ def _observe_full(ctx: AwsContext, repo: RepositoryTypeDef, tags: dict[str, str]
     return _observe(repo, tags, _read_lifecycle(ctx, name))
 
 
-def find_repository(spec: Stack, ctx: AwsContext, service: str) -> Observed | None:
-    """The service's repository, by its unique name (whoever made it), or None."""
+def find_repository(spec: Stack, ctx: AwsContext, service: str, *, fresh_tags: bool = False) -> Observed | None:
+    """The service's repository, by its unique name (whoever made it), or None. Its tags come from the
+    flow run's tag index when it holds them; `fresh_tags` reads them from ECR, for callers that use the
+    recorded image (`ecsflow:image`), which a lagging index could show as it was."""
     name = repository_name(ctx, service)
     resp = call_or_none(f"look up repository {name}", ctx.ecr().describe_repositories, repositoryNames=[name])
     repos = resp.get("repositories", []) if resp else []
-    return _observe_full(ctx, repos[0]) if repos else None
+    if not repos:
+        return None
+    arn = repos[0].get("repositoryArn", "")
+    tags = _read_tags(ctx, arn) if fresh_tags else tags_of(ctx, arn, lambda: _read_tags(ctx, arn))
+    return _observe_full(ctx, repos[0], tags)
 
 
 def inventory_repositories(ctx: AwsContext) -> list[Observed]:

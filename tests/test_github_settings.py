@@ -16,7 +16,6 @@ from typing import Any
 
 import boto3
 import pytest
-import yaml
 from nacl.public import PrivateKey, SealedBox
 from prefect.blocks.system import Secret
 
@@ -25,7 +24,7 @@ from flows.phase_pipeline import pipeline_flow
 from spec import load_stack
 from tasks import registry
 from tasks.aws import CALLS, AwsContext
-from tests.conftest import LIBRARY_STACK
+from tests.conftest import LIBRARY_STACK, library_stack_data, write_stack_file
 from tests.support.servers import MotoServer
 
 pytestmark = pytest.mark.prefect
@@ -111,13 +110,11 @@ def github() -> Iterator[FakeGitHub]:
 
 
 def stack_file(tmp_path: Path, github: FakeGitHub, token_block: str, secret_block: str) -> Path:
-    data = yaml.safe_load(LIBRARY_STACK.read_text())
+    data = library_stack_data()
     data["pipeline"].update(write_github_settings=True, github_token_block=token_block,
                             webhook_secret_block=secret_block, github_api_url=github.url,
                             webhook_url="https://deploy.library.example.com/github")
-    path = tmp_path / "library.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+    return write_stack_file(tmp_path, data)
 
 
 def make_repositories(path: Path) -> None:
@@ -144,13 +141,19 @@ def test_pipeline_flow_writes_sealed_secret_and_variables(aws: MotoServer, githu
     assert outputs["ci_role_arn"] == role_arn
     assert github.opened("ECSFLOW_WEBHOOK_SECRET") == webhook_secret
     assert github.secrets["ECSFLOW_WEBHOOK_SECRET"]["key_id"] == github.key_id
-    assert github.variables == {
+    variables = dict(github.variables)
+    checks, images = json.loads(variables.pop("ECSFLOW_CHECKS")), json.loads(variables.pop("ECSFLOW_IMAGES"))
+    assert variables == {
         "AWS_REGION": REGION,
         "ECSFLOW_CI_ROLE_ARN": role_arn,
         "ECSFLOW_ECR_REGISTRY": f"123456789012.dkr.ecr.{REGION}.amazonaws.com",
         "ECSFLOW_REPOSITORY_PREFIX": "library-prod-",
         "ECSFLOW_WEBHOOK_URL": "https://deploy.library.example.com/github",
     }
+    # test.yml's jobs and the image matrix: the stack file's pipeline.checks, and one image per service.
+    assert [(c["name"], c["directory"]) for c in checks] == [("backend", "backend"), ("frontend", "frontend")]
+    assert "vendor/bin/phpunit" in checks[0]["run"] and checks[0]["php_version"] == "8.3"
+    assert images == [{"service": "backend", "context": "backend"}, {"service": "frontend", "context": "frontend"}]
     assert webhook_secret not in json.dumps(outputs) and github.token not in json.dumps(outputs)
 
     # Again: AWS untouched, variables only read; the secret (GitHub never shows it back) is sealed anew.
@@ -159,8 +162,8 @@ def test_pipeline_flow_writes_sealed_secret_and_variables(aws: MotoServer, githu
     again = pipeline_flow(StackRun(stack_file=str(path)))
     assert CALLS.mutating() == {}
     assert github.writes() == [("PUT", f"/repos/{REPO}/actions/secrets/ECSFLOW_WEBHOOK_SECRET")]
-    assert again["github_settings"] == {"written": ["ECSFLOW_WEBHOOK_SECRET"],
-                                        "unchanged": sorted(github.variables)}
+    assert again["github_settings"]["written"] == ["ECSFLOW_WEBHOOK_SECRET"]
+    assert sorted(again["github_settings"]["unchanged"]) == sorted(github.variables)
     assert github.opened("ECSFLOW_WEBHOOK_SECRET") == webhook_secret
 
 

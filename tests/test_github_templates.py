@@ -133,10 +133,46 @@ def test_deploy_reads_what_ecsflow_writes() -> None:
     repos = {s: Observed(id="", name=f"library-prod-{s}",
                          attrs={"uri": f"123456789012.dkr.ecr.ap-northeast-1.amazonaws.com/library-prod-{s}"})
              for s in stack.services}
-    written = set(wanted_variables(stack, ctx, "arn:aws:iam::123456789012:role/x", repos))
+    written = wanted_variables(stack, ctx, "arn:aws:iam::123456789012:role/x", repos)
     text = (TEMPLATES / "deploy.yml").read_text()
-    assert set(re.findall(r"vars\.([A-Z_]+)", text)) - {"ECSFLOW_IMAGES"} == written
+    used = set(re.findall(r"vars\.([A-Z_]+)", text + (TEMPLATES / "test.yml").read_text()))
+    assert used == set(written)
     assert set(re.findall(r"secrets\.([A-Z_]+)", text)) == {"ECSFLOW_WEBHOOK_SECRET"}
+    # The image matrix both templates read: one per service, from the directory of its name by default.
+    assert json.loads(written["ECSFLOW_IMAGES"]) == [{"service": s, "context": s} for s in stack.services]
+
+
+@pytest.mark.parametrize("name", WORKFLOWS)
+def test_templates_assume_no_framework_or_app_layout(name: str) -> None:
+    """What an app runs and where it lives comes from the stack file (ECSFLOW_CHECKS, ECSFLOW_IMAGES)."""
+    text = (TEMPLATES / name).read_text().lower()
+    for word in ("laravel", "nuxt", "artisan", "composer install", "phpunit", "npm ", "backend", "frontend"):
+        assert word not in text, f"{name} assumes {word!r}: move it to the stack file's pipeline section"
+
+
+def test_a_check_runs_the_stack_files_commands_and_stops_at_the_first_failure(tmp_path: Path) -> None:
+    """The check job's step, run by bash the way Actions runs `shell: bash`, with the library's checks as
+    ecsflow writes them (ECSFLOW_CHECKS)."""
+    import spec
+
+    library = spec.load_stack(ROOT / "stacks" / "library.yaml")
+    assert library.pipeline is not None
+    assert [c.name for c in library.pipeline.checks] == ["backend", "frontend"]
+    assert "php artisan key:generate" in library.pipeline.checks[0].run
+    job = load("test.yml")["jobs"]["check"]
+    assert job["defaults"]["run"]["shell"] == "bash"
+    [step] = [s for s in job["steps"] if "run" in s]
+    assert step["env"] == {"CHECK_COMMANDS": "${{ matrix.check.run }}"}
+
+    def run(commands: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]], cwd=tmp_path,
+                              env={"PATH": os.environ["PATH"], "CHECK_COMMANDS": commands}, capture_output=True,
+                              text=True, timeout=30)
+
+    ok = run("echo first > out\n# a comment\nif [ -f missing ]; then exit 9; fi\necho second >> out\n")
+    assert ok.returncode == 0 and (tmp_path / "out").read_text() == "first\nsecond\n"
+    failed = run("echo one\nfalse\necho never\n")
+    assert failed.returncode != 0 and failed.stdout == "one\n"
 
 
 # ---------------------------------------------------------------- the deploy job's request, for real

@@ -47,6 +47,14 @@ CASES = {
     "az outside the region": (broken(lambda d: d["network"].update(availability_zones=["us-east-1a", "us-east-1b"])),
                               "network.availability_zones", "not in region ap-northeast-1"),
     "yaml syntax": ("name: library\nnetwork: [unclosed\n", "", "YAML syntax error at line"),
+    "image of no service": (broken(lambda d: d["pipeline"].update(images=[{"service": "api", "context": "api"}])),
+                            "pipeline", "names api, which is not in services"),
+    "check without commands": (broken(lambda d: d["pipeline"]["checks"][0].pop("run")),
+                               "pipeline.checks[0].run", "required"),
+    "php extensions without php": (broken(lambda d: d["pipeline"]["checks"][1].update(php_extensions="intl")),
+                                   "pipeline.checks[1]", "php_extensions needs php_version"),
+    "two checks of one name": (broken(lambda d: d["pipeline"]["checks"][1].update(name="backend")),
+                               "pipeline.checks", "a name of its own"),
 }
 
 
@@ -97,3 +105,26 @@ def test_library_stack_is_valid_and_prod_defaults_are_safe() -> None:
     assert stack.services["backend"].port == 8080 and stack.services["backend"].health_check_path == "/api/health"
     assert stack.services["frontend"].port == 80 and stack.services["frontend"].health_check_path == "/health"
     assert stack.nat_mode == "per_az" and stack.deletion_protection is True
+
+
+def test_defaults_assume_no_framework_the_library_names_its_own() -> None:
+    """Without a stack file saying so, nothing is cached at the edge and errors are the usual upper-case
+    level words; the library's stack file names its Nuxt/Laravel paths and Monolog's format."""
+    from spec import Stack, load_stack
+
+    data = library()
+    for section, keys in (("monitoring", ["app_error_pattern"]), ("pipeline", ["checks"])):
+        for key in keys:
+            data[section].pop(key)
+    data["load_balancer"].pop("cdn")
+    neutral = Stack.model_validate(data)
+    assert neutral.load_balancer.cdn.static_paths == [] and neutral.load_balancer.cdn.uncached_paths == []
+    assert neutral.monitoring.app_error_pattern == "?ERROR ?CRITICAL ?FATAL"
+    assert neutral.pipeline is not None and neutral.pipeline.checks == []
+    assert [(i.service, i.context) for i in neutral.pipeline.images_for(list(neutral.services))] == [
+        ("backend", "backend"), ("frontend", "frontend")]
+
+    stack = load_stack(LIBRARY_STACK)
+    assert stack.load_balancer.cdn.static_paths == ["/_nuxt/*", "/assets/*"]
+    assert stack.load_balancer.cdn.uncached_paths == ["/api/*"]
+    assert stack.monitoring.app_error_pattern == '?".ERROR:" ?".CRITICAL:" ?".ALERT:" ?".EMERGENCY:"'

@@ -25,7 +25,11 @@ DOMAIN = "library.example.com"
 
 
 def stack(**load_balancer: Any) -> Stack:
+    """The library stack with these load_balancer settings; a `cdn` keeps the cache paths the library's stack
+    file names unless it names its own."""
     data = yaml.safe_load(LIBRARY_STACK.read_text())
+    if "cdn" in load_balancer:
+        load_balancer["cdn"] = {**data["load_balancer"]["cdn"], **load_balancer["cdn"]}
     data["load_balancer"] = {"domain": DOMAIN, **load_balancer}
     return Stack.model_validate(data)
 
@@ -230,6 +234,31 @@ def test_cloudfront_with_waf_and_a_secret_origin_header(world: dict[str, Any]) -
     assert client("cloudfront").list_distributions()["DistributionList"].get("Items", []) == []
     assert edge.inventory_web_acls(ctx) == [] and edge.inventory_cdn_certificates(ctx) == []
     assert edge.inventory_origin_secrets(ctx) == [] and edge.inventory_records(ctx) == []
+
+
+def test_a_cdn_without_cache_paths_caches_nothing_and_a_second_run_changes_nothing(world: dict[str, Any]) -> None:
+    """No stack-file paths (the neutral default): only the default route, never cached."""
+    spec = stack(dns={"hosted_zone_id": world["zone"], "health_check": False},
+                 cdn={"enabled": True, "static_paths": [], "uncached_paths": []})
+    ctx = AwsContext.for_stack(spec)
+    alb = lb.find_load_balancer(ctx)
+    assert alb is not None
+
+    def run() -> Observed:
+        zone = edge.lookup_zone.fn(spec, ctx)
+        secret = edge.ensure_origin_secret.fn(ctx)
+        certificate = edge.ensure_cdn_certificate.fn(spec, ctx, zone)
+        return edge.ensure_distribution.fn(spec, ctx, alb, certificate, None, secret)
+
+    made = run()
+    config = client("cloudfront").get_distribution_config(Id=made.name)["DistributionConfig"]
+    assert config["CacheBehaviors"]["Quantity"] == 0 and not config["CacheBehaviors"].get("Items")
+    assert config["DefaultCacheBehavior"]["CachePolicyId"] == edge.CACHING_DISABLED
+    CALLS.reset()
+    run()
+    assert CALLS.mutating() == {}
+    [row] = [c for c in edge.plan_edge(spec, ctx) if c.resource == "cloudfront distribution"]
+    assert row.action == "no-op", row.as_row()
 
 
 def test_a_missing_zone_is_named_and_foreign_records_are_left_alone(world: dict[str, Any]) -> None:

@@ -44,7 +44,7 @@ def client(service: str, region: str = REGION) -> Any:
 def write_stack(path: Path, **alarm_overrides: dict[str, Any]) -> Path:
     data = yaml.safe_load(LIBRARY_STACK.read_text())
     data["monitoring"] = {"alarm_emails": [EMAIL], "https_endpoints": [HOOK], "monthly_budget_usd": 500,
-                          "alarms": alarm_overrides}
+                          "alarms": alarm_overrides, "app_error_pattern": data["monitoring"]["app_error_pattern"]}
     path.write_text(yaml.safe_dump(data))
     return path
 
