@@ -30,7 +30,7 @@ from pydantic import Field
 from flows.common import StackRun, open_stack, settle
 from flows.phase_images import stack_dir
 from spec import Stack
-from tasks import deploy
+from tasks import cluster, console, deploy, services
 from tasks.aws import AwsContext
 from tasks.notify import notify
 
@@ -146,10 +146,22 @@ def _health_text(facts: dict[str, Any]) -> str:
 
 def _publish(spec: Stack, title: str, commit: str, rows: list[dict[str, str]], clock: deploy.StepClock,
              outcome: str) -> None:
+    report = deploy.markdown_report(title, commit=commit, rows=rows, clock=clock, outcome=outcome)
     create_markdown_artifact(key=f"deploy-{spec.name}-{spec.env}",
-                             markdown=deploy.markdown_report(title, commit=commit, rows=rows, clock=clock,
-                                                             outcome=outcome),
+                             markdown=report + service_links(AwsContext.for_stack(spec), [r["service"] for r in rows]),
                              description=f"{spec.name}-{spec.env} deploy of {commit[:12]}: {outcome}")
+
+
+def service_links(ctx: AwsContext, names: list[str]) -> str:
+    """Each deployed service's page in the AWS console (events, tasks, deployments), from its name alone."""
+    if not names:
+        return ""
+    lines = ["", "", "| service | AWS console |", "|---|---|"]
+    for name in names:
+        url = console.console_url(f"{cluster.cluster_name(ctx)}/{services.service_name(ctx, name)}", ctx.region,
+                                  "ecs service")
+        lines.append(f"| {name} | [{services.service_name(ctx, name)}]({url}) |")
+    return "\n".join(lines) + "\n"
 
 
 @flow(name="deploy_app", description="Build, push and roll out a commit to the stack's services; verify health; "

@@ -181,3 +181,29 @@ def test_resource_rows_take_ids_and_names_only_and_skip_what_is_not_a_resource()
     table = markdown_table(rows)
     assert "hunter2" not in table
     assert f"| vpc | library-prod-vpc | `vpc-0a1b2c` | [open]({C}/vpcconsole/home?region={R}" in table
+
+
+def test_the_audit_report_links_what_it_checked_failed_first() -> None:
+    from flows.audit import console_links
+    from tasks.audit import Finding
+
+    findings = [Finding("ENC-RDS", "RDS storage encrypted with KMS", "high", "library-prod-db", True, "ok"),
+                Finding("SG-ECS", "ECS reachable only from the ALB", "high", "sg-ecs (sg-0abc)", False, "open to all"),
+                Finding("TD-REVISIONS", "Few active task-definition revisions", "low", "library-prod-api", True, "ok")]
+    section = console_links(findings, R)
+    assert section.splitlines()[1:5] == [
+        "## In the AWS console", "", "| result | resource | page |", "|---|---|---|"]
+    assert section.splitlines()[5:] == [
+        f"| **FAIL** | `sg-ecs (sg-0abc)` | [open]({C}/vpcconsole/home?region={R}#SecurityGroup:groupId=sg-0abc) |",
+        f"| pass | `library-prod-db` | [open]({C}/rds/home?region={R}#database:id=library-prod-db;is-cluster=false) |"]
+
+
+def test_the_deploy_summary_links_each_service() -> None:
+    from flows.deploy_app import service_links
+    from tasks.aws import AwsContext
+
+    ctx = AwsContext(stack="library", env="prod", region=R)  # the names come from the stack alone, no AWS read
+    assert service_links(ctx, ["backend"]).splitlines()[-1] == (
+        f"| backend | [library-prod-backend]({C}/ecs/v2/clusters/library-prod-cluster/services/library-prod-backend"
+        f"?region={R}) |")
+    assert service_links(ctx, []) == ""
