@@ -21,7 +21,7 @@ from typing import Any, Literal
 from urllib.parse import unquote
 
 from spec import Stack
-from tasks import app_secrets, database, iam, kms, load_balancer, logs, network, registry, services
+from tasks import app_secrets, buckets, database, iam, kms, load_balancer, logs, network, registry, services
 from tasks.aws import AwsContext, call, call_or_none, tag_map
 from tasks.contract import Observed
 
@@ -146,7 +146,7 @@ class Facts:
     def buckets(self) -> list[Observed]:
         """Every bucket named `{stack}-{env}-*` and tagged ours (ALB logs, AWS Config, exports...), with
         its default encryption, public access block and policy."""
-        from tasks.guardrails import _s3_get
+        from tasks.buckets import read_setting as _s3_get
 
         s3 = self.ctx.s3()
         names = [b["Name"] for b in call("list S3 buckets", s3.list_buckets).get("Buckets", [])
@@ -248,7 +248,7 @@ def _secrets_encrypted(f: Facts) -> Check:
 
 
 def _s3_public_access(f: Facts) -> Check:
-    return [(b.name, b.attrs.get("public_access_block") == load_balancer.PUBLIC_ACCESS_BLOCK,
+    return [(b.name, b.attrs.get("public_access_block") == buckets.PUBLIC_ACCESS_BLOCK,
              "public access block is not fully on: run `ecsflow up` (all four settings true)") for b in f.buckets]
 
 

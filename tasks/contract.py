@@ -17,7 +17,7 @@ from typing import Any, Literal, ParamSpec, TypeVar, overload
 from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.aws import AwsContext, EcsflowError, NotOurs, retry_delays, retry_transient
+from tasks.aws import TAG_ENV, TAG_STACK, AwsContext, EcsflowError, NotOurs, retry_delays, retry_transient
 
 Action = Literal["create", "update", "replace", "no-op", "delete"]
 
@@ -101,12 +101,28 @@ def refuse_foreign(ctx: AwsContext, observed: Observed, what: str) -> None:
         )
 
 
+def plan_foreign(ctx: AwsContext, resource: str, name: str, found: str, remedy: str) -> Change:
+    """What plan_* says of a same-named resource someone else made (ensure_* will refuse it)."""
+    return Change(resource, name, "replace",
+                  note=f"{found} without the tags {TAG_STACK}={ctx.stack}, {TAG_ENV}={ctx.env}; "
+                       f"ecsflow will not adopt it. {remedy}")
+
+
 def refuse_replace(change: Change) -> None:
     """ensure_* never deletes and recreates a resource to change an immutable field: the user decides."""
     if change.action == "replace":
         fields = ", ".join(str(d) for d in change.diffs)
         raise EcsflowError(f"{change.resource} {change.name} cannot change in place ({fields}); "
                            f"revert the stack file, or `ecsflow down` and `up` again")
+
+
+def partition(region: str) -> str:
+    """The ARN partition a region belongs to: China and GovCloud have their own."""
+    if region.startswith("cn-"):
+        return "aws-cn"
+    if region.startswith("us-gov-"):
+        return "aws-us-gov"
+    return "aws"
 
 
 def require_ours(ctx: AwsContext, tags: Mapping[str, str], what: str) -> None:

@@ -43,6 +43,7 @@ from tasks.contract import (
     Observed,
     aws_task,
     diff_fields,
+    partition,
     refuse_foreign,
     require_ours,
 )
@@ -139,14 +140,6 @@ def final_snapshot_identifier(ctx: AwsContext, now: datetime | None = None) -> s
 def wanted_parameters(stack: Stack) -> dict[str, str]:
     """Our defaults with the stack file's `database.parameters` on top."""
     return {**DEFAULT_PARAMETERS, **stack.database.parameters}
-
-
-def _partition(region: str) -> str:
-    if region.startswith("cn-"):
-        return "aws-cn"
-    if region.startswith("us-gov-"):
-        return "aws-us-gov"
-    return "aws"
 
 
 def _paginate(doing: str, ctx: AwsContext, operation: str, key: str, **kwargs: Any) -> list[Any]:
@@ -389,7 +382,7 @@ def monitoring_role(ctx: AwsContext) -> iam.RoleSpec:
     return iam.RoleSpec(
         component="rds-monitoring",
         service_principal=MONITORING_PRINCIPAL,
-        managed_policy_arns=(f"arn:{_partition(ctx.region)}:iam::aws:{MONITORING_POLICY}",),
+        managed_policy_arns=(f"arn:{partition(ctx.region)}:iam::aws:{MONITORING_POLICY}",),
         description=f"ecsflow {ctx.prefix}: RDS enhanced monitoring",
     )
 

@@ -16,12 +16,11 @@ and is listed by its inventory for the record, but kept at teardown while a reco
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from tasks.aws import AwsContext, EcsflowError, call, call_or_none, error_code, fit_name, tag_map
-from tasks.contract import Action, Change, Observed, aws_task
-from tasks.load_balancer import PUBLIC_ACCESS_BLOCK, partition
+from tasks import buckets
+from tasks.aws import AwsContext, EcsflowError, call, call_or_none, error_code
+from tasks.contract import Action, Change, Observed, aws_task, partition
 
 CONFIG_KMS_PURPOSE = "s3"
 CONFIG_BUCKET_COMPONENT = "config-bucket"
@@ -109,88 +108,37 @@ def ensure_guardduty(ctx: AwsContext) -> Observed:
 
 
 def config_bucket_name(ctx: AwsContext) -> str:
-    return fit_name(f"{ctx.prefix}-config-{ctx.account_id()}-{ctx.region}", 63)
+    return buckets.bucket_name(ctx, "config")
 
 
 def config_bucket_policy(ctx: AwsContext, bucket: str) -> dict[str, Any]:
-    part = partition(ctx.region)
+    """TLS-only, and only AWS Config, for this account, may check the bucket and deliver to it."""
     account = ctx.account_id()
-    arn = f"arn:{part}:s3:::{bucket}"
+    arn = buckets.bucket_arn(ctx.region, bucket)
     source = {"StringEquals": {"aws:SourceAccount": account}}
-    return {"Version": "2012-10-17", "Statement": [
+    return buckets.tls_only_policy(
+        ctx.region, bucket,
         {"Sid": "ConfigChecksAcl", "Effect": "Allow", "Principal": {"Service": "config.amazonaws.com"},
          "Action": ["s3:GetBucketAcl", "s3:ListBucket"], "Resource": arn, "Condition": source},
         {"Sid": "ConfigDelivers", "Effect": "Allow", "Principal": {"Service": "config.amazonaws.com"},
          "Action": "s3:PutObject", "Resource": f"{arn}/{CONFIG_PREFIX}/AWSLogs/{account}/Config/*",
-         "Condition": source},
-        {"Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
-         "Resource": [arn, f"{arn}/*"], "Condition": {"Bool": {"aws:SecureTransport": "false"}}},
-    ]}
+         "Condition": source})
 
 
-def _s3_get(ctx: AwsContext, method: str, bucket: str) -> Any:
-    try:
-        return call_or_none(f"read {method.removeprefix('get_')} of {bucket}", getattr(ctx.s3(), method),
-                            Bucket=bucket)
-    except EcsflowError as exc:
-        if exc.__cause__ is not None and "NotFound" in error_code(exc.__cause__):
-            return None
-        raise
+def config_bucket_spec(ctx: AwsContext, kms_key_arn: str) -> buckets.BucketSpec:
+    # No lifecycle: the configuration history is the audit trail; its retention is the account's call.
+    name = config_bucket_name(ctx)
+    return buckets.BucketSpec(name=name, component=CONFIG_BUCKET_COMPONENT, policy=config_bucket_policy(ctx, name),
+                              kms_key_arn=kms_key_arn)
 
 
 def find_config_bucket(ctx: AwsContext) -> Observed | None:
-    name = config_bucket_name(ctx)
-    names = [b["Name"] for b in call("list S3 buckets", ctx.s3().list_buckets).get("Buckets", [])]
-    if name not in names:
-        return None
-    enc = (_s3_get(ctx, "get_bucket_encryption", name) or {}).get("ServerSideEncryptionConfiguration", {})
-    default = (enc.get("Rules") or [{}])[0].get("ApplyServerSideEncryptionByDefault", {})
-    policy = _s3_get(ctx, "get_bucket_policy", name)
-    return Observed(
-        id=f"arn:{partition(ctx.region)}:s3:::{name}", name=name,
-        tags=tag_map((_s3_get(ctx, "get_bucket_tagging", name) or {}).get("TagSet")),
-        attrs={"encryption": {"SSEAlgorithm": default.get("SSEAlgorithm"),
-                              "KMSMasterKeyID": default.get("KMSMasterKeyID")},
-               "versioning": (_s3_get(ctx, "get_bucket_versioning", name) or {}).get("Status"),
-               "public_access_block": (_s3_get(ctx, "get_public_access_block", name) or {}).get(
-                   "PublicAccessBlockConfiguration"),
-               "policy": json.loads(policy["Policy"]) if policy else None})
+    return buckets.find_bucket(ctx, config_bucket_name(ctx))
 
 
 @aws_task(task_run_name="ensure config bucket")
 def ensure_config_bucket(ctx: AwsContext, kms_key: Observed) -> Observed:
-    s3 = ctx.s3()
-    name = config_bucket_name(ctx)
-    observed = find_config_bucket(ctx)
-    wanted = {"encryption": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": kms_key.id}, "versioning": "Enabled",
-              "public_access_block": PUBLIC_ACCESS_BLOCK, "policy": config_bucket_policy(ctx, name)}
-    if observed is None:
-        args: dict[str, Any] = {"Bucket": name, "ObjectOwnership": "BucketOwnerEnforced"}
-        if ctx.region != "us-east-1":
-            args["CreateBucketConfiguration"] = {"LocationConstraint": ctx.region}
-        call(f"create bucket {name}", s3.create_bucket, **args)
-        call(f"tag bucket {name}", s3.put_bucket_tagging, Bucket=name, Tagging={"TagSet": ctx.tags(
-            CONFIG_BUCKET_COMPONENT)})
-        current: dict[str, Any] = {}
-    else:
-        if not ctx.owns(observed.tags):
-            raise EcsflowError(f"S3 bucket {name} exists without the tags ecsflow:stack={ctx.stack}, "
-                               f"ecsflow:env={ctx.env}; ecsflow will not take it over")
-        current = observed.attrs
-    doing = f"configure bucket {name}"
-    if current.get("public_access_block") != wanted["public_access_block"]:
-        call(doing, s3.put_public_access_block, Bucket=name, PublicAccessBlockConfiguration=PUBLIC_ACCESS_BLOCK)
-    if current.get("encryption") != wanted["encryption"]:
-        call(doing, s3.put_bucket_encryption, Bucket=name, ServerSideEncryptionConfiguration={"Rules": [
-            {"ApplyServerSideEncryptionByDefault": wanted["encryption"], "BucketKeyEnabled": True}]})
-    if current.get("versioning") != "Enabled":
-        call(doing, s3.put_bucket_versioning, Bucket=name, VersioningConfiguration={"Status": "Enabled"})
-    if current.get("policy") != wanted["policy"]:
-        call(doing, s3.put_bucket_policy, Bucket=name, Policy=json.dumps(wanted["policy"]))
-    found = find_config_bucket(ctx)
-    if found is None:
-        raise EcsflowError(f"S3 bucket {name} vanished right after it was made; run again")
-    return found
+    return buckets.ensure_bucket(ctx, config_bucket_spec(ctx, kms_key.id))
 
 
 def find_config_recorder(ctx: AwsContext) -> Observed | None:
@@ -235,7 +183,7 @@ def ensure_config_recorder(ctx: AwsContext, bucket: Observed) -> Observed:
         observed = find_config_recorder(ctx)
         assert observed is not None
     if observed.attrs["channel"] is None:
-        key = (bucket.attrs.get("encryption") or {}).get("KMSMasterKeyID")
+        key = (bucket.attrs.get("encryption") or {}).get("key")
         channel: dict[str, Any] = {"name": CONFIG_RECORDER, "s3BucketName": bucket.name, "s3KeyPrefix": CONFIG_PREFIX,
                                    "configSnapshotDeliveryProperties": {"deliveryFrequency": "TwentyFour_Hours"}}
         if key:
@@ -268,9 +216,12 @@ def plan_guardrails(spec: Any, ctx: AwsContext) -> list[Change]:
                                                     else "update")
         changes.append(Change("guardduty detector", detector.id if detector else "guardduty", action))
     if sec.config_recorder:
-        changes.append(kms.plan_key(ctx, CONFIG_KMS_PURPOSE, kms.find_key(ctx, CONFIG_KMS_PURPOSE)))
+        key = kms.find_key(ctx, CONFIG_KMS_PURPOSE)
+        changes.append(kms.plan_key(ctx, CONFIG_KMS_PURPOSE, key))
         bucket = find_config_bucket(ctx)
-        changes.append(Change("s3 bucket", config_bucket_name(ctx), "create" if bucket is None else "no-op"))
+        changes.append(buckets.plan_bucket(ctx, config_bucket_spec(ctx, key.id), bucket) if key else
+                       Change(buckets.RESOURCE, config_bucket_name(ctx), "create" if bucket is None else "update",
+                              note="waits for its KMS key"))
         recorder = find_config_recorder(ctx)
         recording: Action = "create" if recorder is None else (
             "no-op" if recorder.attrs["recording"] and recorder.attrs["channel"] else "update")

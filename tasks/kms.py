@@ -32,7 +32,7 @@ from tasks.aws import (
     tags_of,
     wait_until,
 )
-from tasks.contract import Change, Observed, aws_task, plan_from, refuse_replace, require_ours
+from tasks.contract import Change, Observed, aws_task, partition, plan_foreign, plan_from, refuse_replace, require_ours
 
 if TYPE_CHECKING:
     from mypy_boto3_kms.type_defs import KeyMetadataTypeDef, TagTypeDef
@@ -72,14 +72,6 @@ def alias_name(ctx: AwsContext, purpose: str) -> str:
 
 def component(purpose: str) -> str:
     return f"kms-{purpose}"
-
-
-def partition(region: str) -> str:
-    if region.startswith("cn-"):
-        return "aws-cn"
-    if region.startswith("us-gov-"):
-        return "aws-us-gov"
-    return "aws"
 
 
 def logs_arn_patterns(ctx: AwsContext, account: str, part: str | None = None) -> list[str]:
@@ -238,10 +230,7 @@ def plan_key(ctx: AwsContext, purpose: str, observed: Observed | None) -> Change
     if observed is None:
         return Change(RESOURCE, alias, "create")
     if not ctx.owns(observed.tags):
-        return Change(RESOURCE, alias, "replace",
-                      note=f"{alias} points at a key without the tags {TAG_STACK}={ctx.stack}, "
-                           f"{TAG_ENV}={ctx.env}; ecsflow will not adopt it. "
-                           f"Delete the alias or rename the stack.")
+        return plan_foreign(ctx, RESOURCE, alias, f"{alias} points at a key", "Delete the alias or rename the stack.")
     part, account = _arn_parts(observed.id)
     tags = ctx.tag_dict(component(purpose))
     wanted: dict[str, Any] = {

@@ -18,19 +18,16 @@ group per service, the HTTP (redirect only) and HTTPS listeners, and the path ru
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from typing import Any
 
 from spec import Stack
+from tasks import buckets
 from tasks.aws import (
     AwsContext,
     EcsflowError,
-    NotOurs,
     call,
     call_or_none,
-    error_code,
-    fit_name,
     indexed_tags,
     is_not_found,
     progress,
@@ -43,6 +40,7 @@ from tasks.contract import (
     aws_task,
     current_of,
     diff_fields,
+    partition,
     plan_from,
     project,
     refuse_foreign,
@@ -74,14 +72,6 @@ ELB_LOG_ACCOUNTS = {
 LOG_DELIVERY_SERVICE = "logdelivery.elasticloadbalancing.amazonaws.com"
 
 
-def partition(region: str) -> str:
-    if region.startswith("cn-"):
-        return "aws-cn"
-    if region.startswith("us-gov-"):
-        return "aws-us-gov"
-    return "aws"
-
-
 def elb_tags(ctx: AwsContext, component: str) -> list[dict[str, str]]:
     return ctx.tags(component)
 
@@ -106,25 +96,17 @@ def _read_elb_tags(ctx: AwsContext, arns: list[str]) -> dict[str, dict[str, str]
 
 
 def bucket_name(ctx: AwsContext) -> str:
-    # Bucket names are global: the account and region keep ours apart from every other stack's.
-    return fit_name(f"{ctx.prefix}-alb-logs-{ctx.account_id()}-{ctx.region}", 63)
+    return buckets.bucket_name(ctx, BUCKET_COMPONENT)
 
 
 def bucket_policy(ctx: AwsContext, bucket: str) -> dict[str, Any]:
+    """TLS-only, and ELB may write its logs under our prefix for this account."""
     part = partition(ctx.region)
-    account = ctx.account_id()
     elb_account = ELB_LOG_ACCOUNTS.get(ctx.region)
     principal = {"AWS": f"arn:{part}:iam::{elb_account}:root"} if elb_account else {"Service": LOG_DELIVERY_SERVICE}
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
-            {"Sid": "ElbLogDelivery", "Effect": "Allow", "Principal": principal, "Action": "s3:PutObject",
-             "Resource": f"arn:{part}:s3:::{bucket}/{LOG_PREFIX}/AWSLogs/{account}/*"},
-            {"Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
-             "Resource": [f"arn:{part}:s3:::{bucket}", f"arn:{part}:s3:::{bucket}/*"],
-             "Condition": {"Bool": {"aws:SecureTransport": "false"}}},
-        ],
-    }
+    return buckets.tls_only_policy(ctx.region, bucket, {
+        "Sid": "ElbLogDelivery", "Effect": "Allow", "Principal": principal, "Action": "s3:PutObject",
+        "Resource": f"{buckets.bucket_arn(ctx.region, bucket)}/{LOG_PREFIX}/AWSLogs/{ctx.account_id()}/*"})
 
 
 def _lifecycle(spec: Stack) -> list[dict[str, Any]]:
@@ -134,143 +116,38 @@ def _lifecycle(spec: Stack) -> list[dict[str, Any]]:
              "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 7}}]
 
 
-PUBLIC_ACCESS_BLOCK = {"BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True,
-                       "RestrictPublicBuckets": True}
-
-
-def _bucket_wanted(spec: Stack, ctx: AwsContext) -> dict[str, Any]:
-    return {"encryption": "AES256", "versioning": "Enabled", "public_access_block": PUBLIC_ACCESS_BLOCK,
-            "ownership": "BucketOwnerEnforced", "policy": bucket_policy(ctx, bucket_name(ctx)),
-            "lifecycle": _lifecycle(spec), "tags": ctx.tag_dict(BUCKET_COMPONENT)}
-
-
-def _s3_read(ctx: AwsContext, doing: str, method: str, bucket: str) -> Any:
-    def read() -> Any:
-        return getattr(ctx.s3(), method)(Bucket=bucket)
-
-    try:
-        return call_or_none(doing, read)
-    except EcsflowError as exc:
-        if exc.__cause__ is not None and "NotFound" in error_code(exc.__cause__):
-            return None  # e.g. ServerSideEncryptionConfigurationNotFoundError, OwnershipControlsNotFoundError
-        raise
+def bucket_spec(spec: Stack, ctx: AwsContext) -> buckets.BucketSpec:
+    # SSE-S3: ALB access-log delivery cannot write to an SSE-KMS bucket.
+    name = bucket_name(ctx)
+    return buckets.BucketSpec(name=name, component=BUCKET_COMPONENT, policy=bucket_policy(ctx, name),
+                              lifecycle=_lifecycle(spec))
 
 
 def find_log_bucket(ctx: AwsContext) -> Observed | None:
-    name = bucket_name(ctx)
-    try:
-        call(f"look up bucket {name}", ctx.s3().head_bucket, Bucket=name)
-    except EcsflowError as exc:
-        code = error_code(exc.__cause__) if exc.__cause__ else ""
-        if code in ("404", "NoSuchBucket", "NotFound"):
-            return None
-        if code in ("403", "Forbidden"):
-            raise NotOurs(f"S3 bucket {name} belongs to someone else (403); S3 bucket names are global") from exc
-        raise
-    enc = _s3_read(ctx, f"read the encryption of {name}", "get_bucket_encryption", name)
-    rules = (enc or {}).get("ServerSideEncryptionConfiguration", {}).get("Rules", [])
-    algorithm = rules[0].get("ApplyServerSideEncryptionByDefault", {}).get("SSEAlgorithm") if rules else None
-    versioning = _s3_read(ctx, f"read the versioning of {name}", "get_bucket_versioning", name) or {}
-    block = _s3_read(ctx, f"read the public access block of {name}", "get_public_access_block", name) or {}
-    ownership = _s3_read(ctx, f"read the object ownership of {name}", "get_bucket_ownership_controls", name) or {}
-    owner_rules = ownership.get("OwnershipControls", {}).get("Rules", [])
-    policy = _s3_read(ctx, f"read the policy of {name}", "get_bucket_policy", name)
-    lifecycle = _s3_read(ctx, f"read the lifecycle of {name}", "get_bucket_lifecycle_configuration", name) or {}
-    tags = _s3_read(ctx, f"read the tags of {name}", "get_bucket_tagging", name) or {}
-    return Observed(
-        id=f"arn:{partition(ctx.region)}:s3:::{name}", name=name, tags=tag_map(tags.get("TagSet")),
-        attrs={"encryption": algorithm, "versioning": versioning.get("Status"),
-               "public_access_block": block.get("PublicAccessBlockConfiguration"),
-               "ownership": owner_rules[0].get("ObjectOwnership") if owner_rules else None,
-               "policy": json.loads(policy["Policy"]) if policy else None,
-               "lifecycle": lifecycle.get("Rules")},
-    )
-
-
-def _bucket_current(observed: Observed, wanted: dict[str, Any]) -> dict[str, Any]:
-    current = current_of(observed, wanted)
-    current["lifecycle"] = project(observed.attrs.get("lifecycle"), wanted["lifecycle"])
-    return current
+    return buckets.find_bucket(ctx, bucket_name(ctx))
 
 
 def plan_log_bucket(spec: Stack, ctx: AwsContext, observed: Observed | None) -> Change:
     if not spec.load_balancer.access_logs:
-        return Change("s3 bucket", bucket_name(ctx), "no-op", note="access logs are off")
-    wanted = _bucket_wanted(spec, ctx)
-    return plan_from("s3 bucket", bucket_name(ctx), observed, wanted,
-                     current=_bucket_current(observed, wanted) if observed else None)
+        return Change(buckets.RESOURCE, bucket_name(ctx), "no-op", note="access logs are off")
+    return buckets.plan_bucket(ctx, bucket_spec(spec, ctx), observed)
 
 
 @aws_task(task_run_name="ensure alb access-log bucket")
 def ensure_log_bucket(spec: Stack, ctx: AwsContext) -> Observed | None:
     if not spec.load_balancer.access_logs:
         return None
-    s3 = ctx.s3()
-    name = bucket_name(ctx)
-    wanted = _bucket_wanted(spec, ctx)
-    observed = find_log_bucket(ctx)
-    if observed is None:
-        args: dict[str, Any] = {"Bucket": name, "ObjectOwnership": "BucketOwnerEnforced"}
-        if ctx.region != "us-east-1":
-            args["CreateBucketConfiguration"] = {"LocationConstraint": ctx.region}
-        call(f"create bucket {name}", s3.create_bucket, **args)
-        fields = set(wanted)
-    else:
-        refuse_foreign(ctx, observed, f"S3 bucket {name}")
-        fields = set(plan_log_bucket(spec, ctx, observed).changed_fields)
-    doing = f"configure bucket {name}"
-    if "tags" in fields:
-        merged = {**(observed.tags if observed else {}), **wanted["tags"]}
-        call(doing, s3.put_bucket_tagging, Bucket=name,
-             Tagging={"TagSet": [{"Key": k, "Value": v} for k, v in sorted(merged.items())]})
-    if "public_access_block" in fields:
-        call(doing, s3.put_public_access_block, Bucket=name, PublicAccessBlockConfiguration=PUBLIC_ACCESS_BLOCK)
-    if "ownership" in fields:
-        call(doing, s3.put_bucket_ownership_controls, Bucket=name,
-             OwnershipControls={"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]})
-    if "encryption" in fields:
-        call(doing, s3.put_bucket_encryption, Bucket=name, ServerSideEncryptionConfiguration={
-            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]})
-    if "versioning" in fields:
-        call(doing, s3.put_bucket_versioning, Bucket=name, VersioningConfiguration={"Status": "Enabled"})
-    if "policy" in fields:
-        call(doing, s3.put_bucket_policy, Bucket=name, Policy=json.dumps(wanted["policy"]))
-    if "lifecycle" in fields:
-        call(doing, s3.put_bucket_lifecycle_configuration, Bucket=name,
-             LifecycleConfiguration={"Rules": wanted["lifecycle"]})
-    if observed is not None and not fields:
-        return observed
-    found = find_log_bucket(ctx)
-    if found is None:
-        raise EcsflowError(f"S3 bucket {name} vanished right after it was made; run again")
-    return found
+    return buckets.ensure_bucket(ctx, bucket_spec(spec, ctx))
 
 
 def inventory_log_buckets(ctx: AwsContext) -> list[Observed]:
-    names = [b["Name"] for b in call("list S3 buckets", ctx.s3().list_buckets).get("Buckets", [])]
-    if bucket_name(ctx) not in names:
-        return []
-    found = find_log_bucket(ctx)
-    return [found] if found and ctx.owns(found.tags) else []
+    return buckets.inventory_bucket(ctx, bucket_name(ctx))
 
 
 @aws_task(task_run_name="delete bucket {observed.name}")
 def delete_log_bucket(observed: Observed, ctx: AwsContext) -> None:
-    """Empty the bucket (every version and delete marker) and delete it. Its policy goes first, so that
-    none of its Deny statements stands in the way of emptying it."""
-    require_ours(ctx, observed.tags, f"S3 bucket {observed.name}")
-    s3 = ctx.s3()
-    name = observed.name
-    if call_or_none(f"remove the policy of {name}", s3.delete_bucket_policy, Bucket=name) is None:
-        return  # the bucket is gone
-    paginator = s3.get_paginator("list_object_versions")
-    for page in call(f"list the objects of {name}", lambda: list(paginator.paginate(Bucket=name))):
-        items = [{"Key": o["Key"], "VersionId": o["VersionId"]}
-                 for o in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]]
-        for start in range(0, len(items), 1000):
-            call(f"empty bucket {name}", s3.delete_objects, Bucket=name,
-                 Delete={"Objects": items[start:start + 1000], "Quiet": True})
-    call_or_none(f"delete bucket {name}", s3.delete_bucket, Bucket=name)
+    """Empty the bucket (every version and delete marker) and delete it; refuses a bucket without our tags."""
+    buckets.delete_bucket(observed, ctx)
 
 
 # ---------------------------------------------------------------- certificate

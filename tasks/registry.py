@@ -27,8 +27,8 @@ from prefect import Task
 
 from spec import Stack
 from tasks import kms
-from tasks.aws import TAG_ENV, TAG_STACK, AwsContext, NotOurs, call, call_or_none, tags_of
-from tasks.contract import Change, Observed, aws_task, current_of, plan_from, refuse_replace, require_ours
+from tasks.aws import AwsContext, NotOurs, call, call_or_none, tags_of
+from tasks.contract import Change, Observed, aws_task, current_of, plan_foreign, plan_from, refuse_replace, require_ours
 
 if TYPE_CHECKING:
     from mypy_boto3_ecr.type_defs import RepositoryTypeDef, TagTypeDef
@@ -188,9 +188,7 @@ def plan_repository(spec: Stack, ctx: AwsContext, service: str, observed: Observ
     if observed is None:
         return Change(RESOURCE, name, "create")
     if not ctx.owns(observed.tags):
-        return Change(RESOURCE, name, "replace",
-                      note=f"repository {name} exists without the tags {TAG_STACK}={ctx.stack}, "
-                           f"{TAG_ENV}={ctx.env}; ecsflow will not adopt it. Delete it or rename the stack.")
+        return plan_foreign(ctx, RESOURCE, name, f"repository {name} exists", "Delete it or rename the stack.")
     wanted = _wanted(spec, ctx, service, kms_key_arn)
     current = current_of(observed, wanted)
     return plan_from(RESOURCE, name, observed, wanted, current=current, immutable=IMMUTABLE_FIELDS)

@@ -67,3 +67,35 @@ def test_log_delivery_principal_is_the_regions_elb_account_or_the_service(aws: M
     assert old["Principal"] == {"AWS": "arn:aws:iam::582318560864:root"}
     newer = load_balancer.bucket_policy(AwsContext(stack="library", env="prod", region="ap-southeast-4"), "b")
     assert newer["Statement"][0]["Principal"] == {"Service": "logdelivery.elasticloadbalancing.amazonaws.com"}
+
+
+def test_access_log_bucket_repairs_only_what_drifted_and_a_second_run_changes_nothing(aws: MotoServer) -> None:
+    spec = stack(domain="library.example.com")
+    ctx = AwsContext.for_stack(spec)
+    assert load_balancer.plan_log_bucket(spec, ctx, load_balancer.find_log_bucket(ctx)).action == "create"
+    bucket = load_balancer.ensure_log_bucket.fn(spec, ctx)
+    assert bucket is not None and bucket.name == "library-prod-alb-logs-123456789012-ap-northeast-1"
+    s3 = boto3.client("s3", region_name=REGION)
+    rule = s3.get_bucket_encryption(Bucket=bucket.name)["ServerSideEncryptionConfiguration"]["Rules"][0]
+    assert rule["ApplyServerSideEncryptionByDefault"] == {"SSEAlgorithm": "AES256"}  # ELB log delivery: no SSE-KMS
+
+    CALLS.reset()
+    load_balancer.ensure_log_bucket.fn(spec, ctx)
+    assert CALLS.mutating() == {}
+
+    s3.put_bucket_versioning(Bucket=bucket.name, VersioningConfiguration={"Status": "Suspended"})
+    change = load_balancer.plan_log_bucket(spec, ctx, load_balancer.find_log_bucket(ctx))
+    assert (change.action, [str(d) for d in change.diffs]) == ("update", ["versioning: 'Suspended' -> 'Enabled'"])
+    CALLS.reset()
+    load_balancer.ensure_log_bucket.fn(spec, ctx)
+    assert CALLS.mutating() == {"s3:PutBucketVersioning": 1}
+    assert s3.get_bucket_versioning(Bucket=bucket.name)["Status"] == "Enabled"
+
+
+def test_access_logs_off_means_no_bucket(aws: MotoServer) -> None:
+    spec = stack(domain="library.example.com", access_logs=False)
+    ctx = AwsContext.for_stack(spec)
+    assert load_balancer.ensure_log_bucket.fn(spec, ctx) is None
+    change = load_balancer.plan_log_bucket(spec, ctx, None)
+    assert (change.action, change.note) == ("no-op", "access logs are off")
+    assert boto3.client("s3", region_name=REGION).list_buckets()["Buckets"] == []
