@@ -289,7 +289,8 @@ def _deploy(stack_file: str, site: AppSite | None, run_flow: Any, run_failed: ty
                                                      ref="refs/heads/main"))
     except run_failed as exc:
         return f"Sample app:       deploy failed: {str(exc).splitlines()[0]}"
-    revisions = ", ".join(f"{s} {r['before']} -> {r['after']}" for s, r in result.get("revisions", {}).items())
+    revisions = ", ".join(f"{s} {_number(r['before'])} -> {_number(r['after'])}"
+                          for s, r in result.get("revisions", {}).items())
     health = "; ".join(f"{s}: {p}" for s, p in _probes(stack_file, site).items())
     return (f"Sample app:       deployed {result['commit'][:12]} ({revisions}); health verified, {health}\n"
             f"                  open {site.public_url}/ and {site.public_url}/api/books. This is a STAND-IN app "
@@ -297,6 +298,11 @@ def _deploy(stack_file: str, site: AppSite | None, run_flow: Any, run_failed: ty
             f"pulled here); to deploy the real Laravel/Nuxt app, point the services' build.context at it\n"
             f"                  and run `ecsflow deploy` where docker/backend and docker/frontend can build "
             f"(docs/demo.md).")
+
+
+def _number(revision: str) -> str:
+    """`library-prod-backend:2` -> `2` (the task definition revision)."""
+    return revision.rsplit(":", 1)[-1]
 
 
 def _probes(stack_file: str, site: AppSite) -> dict[str, str]:

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,8 @@ from tests.conftest import ROOT
 from tests.images import conftest as images_fixtures
 
 docker_engine = images_fixtures.docker_engine
+# The shared demo boots inside the first test's timeout: about 100 s on an idle 2-core machine.
+pytestmark = pytest.mark.timeout(600)
 READY = "Press Ctrl+C to stop the servers."
 
 
@@ -34,6 +37,7 @@ READY = "Press Ctrl+C to stop the servers."
 class Demo:
     proc: subprocess.Popen[str]
     prefect_port: int
+    since: datetime  # the demo's Prefect database outlives a run: only this run's flow runs count
     lines: list[str] = field(default_factory=list)
 
     @property
@@ -50,10 +54,11 @@ class Demo:
         return found.group(1)
 
     def runs(self) -> dict[str, list[dict[str, Any]]]:
-        """Flow name -> its flow runs, from the demo's Prefect server."""
+        """Flow name -> its flow runs of this demo, from the demo's Prefect server."""
         flows = {f["id"]: f["name"] for f in httpx.post(f"{self.api}/flows/filter", json={}, timeout=30).json()}
         found: dict[str, list[dict[str, Any]]] = {}
-        for run in httpx.post(f"{self.api}/flow_runs/filter", json={}, timeout=30).json():
+        since = {"flow_runs": {"start_time": {"after_": self.since.isoformat()}}}
+        for run in httpx.post(f"{self.api}/flow_runs/filter", json=since, timeout=30).json():
             found.setdefault(flows[run["flow_id"]], []).append(run)
         return found
 
@@ -72,10 +77,11 @@ def demo(docker_engine: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PREFECT_API", "ECSFLOW_REGISTRY"))}
     env["DOCKER_HOST"] = docker_engine
     port = free_port()
+    since = datetime.now(UTC)
     stderr = open(tmp_path_factory.mktemp("demo") / "stderr.log", "w+")  # noqa: SIM115 - closed below
     proc = subprocess.Popen([sys.executable, "-m", "ecsflow.cli", "demo", "--port", str(port)], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=stderr, text=True, start_new_session=True)
-    demo = Demo(proc, port)
+    demo = Demo(proc, port, since)
     ready = threading.Event()
     reader = threading.Thread(target=_read, args=(proc, demo.lines, ready), daemon=True)
     reader.start()
