@@ -28,11 +28,10 @@ import secrets as random_secrets
 from typing import Any
 
 from spec import Stack
-from tasks import iam, logs
-from tasks.aws import AwsContext, EcsflowError, call, call_or_none, progress, tag_map, wait_until
+from tasks import iam, logs, one_off
+from tasks.aws import AwsContext, EcsflowError, call, call_or_none, progress, tag_map
 from tasks.cluster import ecs_tags
-from tasks.contract import Change, Observed, aws_task, plan_from, refuse_foreign, require_ours
-from tasks.load_balancer import partition
+from tasks.contract import Change, Observed, aws_task, partition, plan_from, refuse_foreign, require_ours
 
 SECRET_COMPONENT = "db-app-secret"
 INIT_COMPONENT = "dbinit"
@@ -40,7 +39,6 @@ CONTAINER = "dbinit"
 DONE_TAG = "ecsflow:dbinit"  # on the app secret: the digest of the script that last ran to the end
 STARTED_BY = "ecsflow-dbinit"
 TIMEOUT = 15 * 60
-LOG_TAIL_LINES = 20
 PASSWORD_BYTES = 32  # token_urlsafe: 43 characters of [A-Za-z0-9_-], safe in any connection string
 RECOVERY_DAYS = 7
 ECS_PRINCIPAL = "ecs-tasks.amazonaws.com"
@@ -51,7 +49,7 @@ COMMAND = ["sh", "-c", ': "${APP_DB_PASSWORD:?is not set}" "${PGPASSWORD:?is not
            'printf "%s\\n" "$ECSFLOW_DBINIT_SQL" | psql -X -v ON_ERROR_STOP=1 -d postgres']
 
 
-class DbInitFailed(EcsflowError):
+class DbInitFailed(one_off.OneOffTaskFailed):
     """The initialisation task did not exit 0: the services are not rolled out."""
 
 
@@ -277,9 +275,8 @@ def ensure_task_definition(spec: Stack, ctx: AwsContext, *, execution_role: Obse
                              app_secret_arn=app_secret.id)
     data = services._describe_task_definition(ctx, wanted["family"])
     observed = services._td_observed(data) if data else None
-    if observed is not None and not ctx.owns(observed.tags):
-        raise EcsflowError(f"task definition family {wanted['family']} exists without the tags ecsflow:stack="
-                           f"{ctx.stack}, ecsflow:env={ctx.env}; ecsflow will not take it over")
+    if observed is not None:
+        refuse_foreign(ctx, observed, f"task definition family {wanted['family']}")
     if observed is None or services.task_definition_diffs(observed, wanted):
         got = call(f"register task definition {wanted['family']}", ctx.ecs().register_task_definition,
                    tags=ecs_tags(ctx, INIT_COMPONENT), **wanted)
@@ -290,38 +287,14 @@ def ensure_task_definition(spec: Stack, ctx: AwsContext, *, execution_role: Obse
 # ---------------------------------------------------------------- running it
 
 
-def run_request(spec: Stack, ctx: AwsContext, *, cluster_arn: str, task_definition_arn: str, subnet_ids: list[str],
-                security_group_id: str) -> dict[str, Any]:
-    """The RunTask request: the command as an override (names of variables only, no values)."""
-    digest = script_digest(spec)
-    return {"cluster": cluster_arn, "taskDefinition": task_definition_arn, "launchType": "FARGATE",
-            "platformVersion": "LATEST", "count": 1,
-            "networkConfiguration": {"awsvpcConfiguration": {
-                "subnets": sorted(subnet_ids), "securityGroups": [security_group_id], "assignPublicIp": "DISABLED"}},
-            "overrides": {"containerOverrides": [{"name": CONTAINER, "command": COMMAND}]},
-            "startedBy": STARTED_BY,
-            "clientToken": hashlib.sha256(ctx.token("dbinit", task_definition_arn.rsplit("/", 1)[-1],
-                                                    digest).encode()).hexdigest()[:32],
-            "tags": ecs_tags(ctx, INIT_COMPONENT), "enableExecuteCommand": False}
-
-
-def verdict(task: dict[str, Any], log_tail: list[str]) -> str | None:
-    container: dict[str, Any] = next((c for c in task.get("containers", []) if c.get("name") == CONTAINER), {})
-    code = container.get("exitCode")
-    if code == 0:
-        return None
-    reason = container.get("reason") or task.get("stoppedReason") or task.get("stopCode") or "no reason given"
-    tail = "\n".join(log_tail) or "(no log lines)"
-    return (f"the database initialisation exited {code if code is not None else 'without a code'} ({reason}); "
-            f"the services are not rolled out. Last log lines:\n{tail}")
-
-
-def _log_tail(spec: Stack, ctx: AwsContext, task_arn: str) -> list[str]:
-    stream = f"{INIT_COMPONENT}/{CONTAINER}/{task_arn.rsplit('/', 1)[-1]}"
-    got = call_or_none(f"read the log of {task_arn}", ctx.logs().get_log_events,
-                       logGroupName=log_group(spec).name(ctx), logStreamName=stream, limit=LOG_TAIL_LINES,
-                       startFromHead=False)
-    return [str(e.get("message", "")).rstrip() for e in (got["events"] if got else [])]
+def init_task(spec: Stack, ctx: AwsContext, task_definition_arn: str) -> one_off.OneOffTask:
+    """The one-off task: psql with the script, once per task definition revision and script."""
+    return one_off.OneOffTask(
+        what="the database initialisation", on_failure="the services are not rolled out", container=CONTAINER,
+        command=tuple(COMMAND), log_group=log_group(spec).name(ctx), log_stream_prefix=INIT_COMPONENT,
+        started_by=STARTED_BY, timeout=TIMEOUT,
+        token_parts=("dbinit", task_definition_arn.rsplit("/", 1)[-1], script_digest(spec)),
+        tags=ecs_tags(ctx, INIT_COMPONENT))
 
 
 @aws_task(task_run_name="run database initialisation")
@@ -332,23 +305,9 @@ def run_dbinit(spec: Stack, ctx: AwsContext, *, cluster: Observed, task_definiti
     current = find_app_secret(ctx)
     if current is not None and current.tags.get(DONE_TAG) == digest:
         return None
-    ecs = ctx.ecs()
-    got = call("run the database initialisation", ecs.run_task, **run_request(
-        spec, ctx, cluster_arn=cluster.id, task_definition_arn=task_definition.id,
-        subnet_ids=[s.id for s in private_subnets], security_group_id=security_group.id))
-    if got.get("failures") or not got.get("tasks"):
-        raise DbInitFailed(f"the database initialisation could not start: {got.get('failures')}")
-    task_arn = got["tasks"][0]["taskArn"]
-
-    def stopped() -> dict[str, Any] | None:
-        tasks = call(f"read task {task_arn}", ecs.describe_tasks, cluster=cluster.id, tasks=[task_arn])["tasks"]
-        return tasks[0] if tasks and tasks[0].get("lastStatus") == "STOPPED" else None
-
-    task = wait_until("the database initialisation to finish", stopped, timeout=TIMEOUT, poll=ctx.poll_seconds)
-    tail = _log_tail(spec, ctx, task_arn)
-    problem = verdict(task, tail)
-    if problem:
-        raise DbInitFailed(problem)
+    task_arn, _ = one_off.run_one_off_task(
+        ctx, init_task(spec, ctx, task_definition.id), cluster_arn=cluster.id, task_definition_arn=task_definition.id,
+        subnet_ids=[s.id for s in private_subnets], security_group_id=security_group.id, failure=DbInitFailed)
     call("mark the database as initialised", ctx.client("secretsmanager").tag_resource, SecretId=app_secret.id,
          Tags=[{"Key": DONE_TAG, "Value": digest}])
     progress(f"database initialised: user {spec.database.app_username}, database {spec.database.db_name}")

@@ -30,7 +30,7 @@ from typing import Any
 
 from spec import Stack
 from spec.stack import app_database_secret_key, app_secret_name, database_secret_key
-from tasks import app_secrets, iam, logs
+from tasks import app_secrets, iam, logs, one_off
 from tasks.aws import AwsContext, EcsflowError, NotOurs, call, call_or_none, error_code, progress, wait_until
 from tasks.cluster import cluster_name, ecs_tag_map, ecs_tags, exec_log_group
 from tasks.contract import Change, FieldDiff, Observed, aws_task, current_of, diff_fields, project, require_ours
@@ -817,32 +817,21 @@ def ensure_execution_role(spec: Stack, ctx: AwsContext, service: str, repository
 # ---------------------------------------------------------------- one-off migration task
 
 MIGRATION_STARTED_BY = "ecsflow-migrate"
-LOG_TAIL_LINES = 20
 
 
-class MigrationFailed(EcsflowError):
+class MigrationFailed(one_off.OneOffTaskFailed):
     """The migration task did not exit 0: the service stays on its current revision."""
 
 
-def migration_verdict(service: str, command: str, task: dict[str, Any], log_tail: list[str]) -> str | None:
-    """None when the migration task's container exited 0; otherwise what to tell the user."""
-    container: dict[str, Any] = next((c for c in task.get("containers", []) if c.get("name") == service), {})
-    code = container.get("exitCode")
-    if code == 0:
-        return None
-    reason = container.get("reason") or task.get("stoppedReason") or task.get("stopCode") or "no reason given"
-    tail = "\n".join(log_tail) or "(no log lines)"
-    return (f"the migration of {service} (`{command}`) exited {code if code is not None else 'without a code'} "
-            f"({reason}); the service stays on its current revision. Last log lines:\n{tail}")
-
-
-def _log_tail(ctx: AwsContext, spec: Stack, service: str, task_arn: str) -> list[str]:
-    stream = f"{service}/{service}/{task_arn.rsplit('/', 1)[-1]}"  # awslogs: prefix/container/task id
-    got = call_or_none(f"read the log of {task_arn}", ctx.logs().get_log_events,
-                       logGroupName=log_group(spec, service).name(ctx), logStreamName=stream,
-                       limit=LOG_TAIL_LINES, startFromHead=False)
-    events = got["events"] if got else []
-    return [str(e.get("message", "")).rstrip() for e in events]
+def migration_task(spec: Stack, ctx: AwsContext, service: str, task_definition_arn: str) -> one_off.OneOffTask:
+    """The service's migration command, as a one-off task of the given revision."""
+    command = spec.services[service].migration_command or ""
+    return one_off.OneOffTask(
+        what=f"the migration of {service} (`{command}`)", on_failure="the service stays on its current revision",
+        container=service, command=tuple(shlex.split(command)), log_group=log_group(spec, service).name(ctx),
+        log_stream_prefix=service, started_by=MIGRATION_STARTED_BY,
+        timeout=spec.services[service].migration_timeout_seconds,
+        token_parts=("migrate", task_definition_arn.rsplit("/", 1)[-1]), tags=ecs_tags(ctx, f"migration-{service}"))
 
 
 @aws_task(task_run_name="run migration {service}")
@@ -858,32 +847,11 @@ def run_migration(spec: Stack, ctx: AwsContext, service: str, *, cluster: Observ
     current = find_service(ctx, service)
     if current is not None and current.attrs.get("task_definition") == task_definition.id:
         return None  # already rolled out (and migrated)
-    ecs = ctx.ecs()
     revision = task_definition.id.rsplit("/", 1)[-1]
-    got = call(f"run the migration of {service} ({revision})", ecs.run_task, cluster=cluster.id,
-               taskDefinition=task_definition.id, launchType="FARGATE", platformVersion="LATEST", count=1,
-               # On-demand capacity: a Spot interruption must not cut a migration in half.
-               networkConfiguration={"awsvpcConfiguration": {
-                   "subnets": sorted(s.id for s in private_subnets), "securityGroups": [security_group.id],
-                   "assignPublicIp": "DISABLED"}},
-               overrides={"containerOverrides": [{"name": service, "command": shlex.split(command)}]},
-               startedBy=MIGRATION_STARTED_BY, clientToken=_client_token(ctx, "migrate", revision),
-               tags=ecs_tags(ctx, f"migration-{service}"), enableExecuteCommand=False)
-    if got.get("failures") or not got.get("tasks"):
-        raise MigrationFailed(f"the migration of {service} could not start: {got.get('failures')}")
-    task_arn = got["tasks"][0]["taskArn"]
-
-    def stopped() -> dict[str, Any] | None:
-        tasks = call(f"read migration task {task_arn}", ecs.describe_tasks, cluster=cluster.id,
-                     tasks=[task_arn])["tasks"]
-        return tasks[0] if tasks and tasks[0].get("lastStatus") == "STOPPED" else None
-
-    task = wait_until(f"the migration of {service} ({command}) to finish", stopped,
-                      timeout=spec.services[service].migration_timeout_seconds, poll=ctx.poll_seconds)
-    tail = _log_tail(ctx, spec, service, task_arn)
-    problem = migration_verdict(service, command, task, tail)
-    if problem:
-        raise MigrationFailed(problem)
+    task_arn, tail = one_off.run_one_off_task(
+        ctx, migration_task(spec, ctx, service, task_definition.id), cluster_arn=cluster.id,
+        task_definition_arn=task_definition.id, subnet_ids=[s.id for s in private_subnets],
+        security_group_id=security_group.id, failure=MigrationFailed)
     progress(f"migration of {service} ({revision}): `{command}` exited 0")
     return Observed(id=task_arn, name=f"migration {service}", attrs={"exit_code": 0, "log_tail": tail,
                                                                       "task_definition": task_definition.id})

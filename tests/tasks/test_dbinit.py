@@ -219,13 +219,6 @@ def test_first_provision_runs_the_init_task_once_with_secrets_by_arn_only(aws_wo
     assert provision(renamed, ctx, aws_world)[2] is not None
 
 
-def test_a_failed_init_says_why_and_shows_the_log_tail() -> None:
-    stopped = {"containers": [{"name": "dbinit", "exitCode": 3}], "stoppedReason": "Essential container exited"}
-    message = dbinit.verdict(stopped, ['psql: error: connection to server failed'])
-    assert message is not None and "exited 3" in message and "connection to server failed" in message
-    assert dbinit.verdict({"containers": [{"name": "dbinit", "exitCode": 0}]}, []) is None
-
-
 def test_delete_refuses_a_secret_without_our_tags_and_removes_ours(aws: MotoServer) -> None:
     spec = stack()
     ctx = AwsContext.for_stack(spec)
