@@ -28,12 +28,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.support.faultproxy import FaultProxy
 from tests.support.servers import MotoServer, PrefectServer
 
 ROOT = Path(__file__).resolve().parent.parent
 LIBRARY_STACK = ROOT / "stacks" / "library.yaml"
+
+
+def library_stack_data() -> dict[str, Any]:
+    """The library stack file as data, for a test to change and `write_stack_file`."""
+    data: dict[str, Any] = yaml.safe_load(LIBRARY_STACK.read_text())
+    return data
+
+
+def write_stack_file(folder: Path, data: dict[str, Any]) -> Path:
+    path = folder / "library.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
 
 # Fake credentials: no test may ever reach a real AWS account.
 for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",

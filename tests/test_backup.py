@@ -17,8 +17,8 @@ from spec import Stack, load_stack
 from tasks import backup, database, iam
 from tasks.aws import AwsContext, NotOurs
 from tasks.contract import Observed
-from tests.conftest import LIBRARY_STACK
-from tests.support.postgres import LocalPostgres, load_library, local_postgres
+from tests.conftest import library_stack_data, write_stack_file
+from tests.support.postgres import LocalPostgres, library_postgres
 from tests.support.servers import MotoServer
 
 REGION, COPY_REGION = "ap-northeast-1", "ap-northeast-3"
@@ -45,19 +45,14 @@ def instances() -> list[str]:
 @pytest.fixture(scope="module")
 def pg() -> LocalPostgres:
     """The stand-in for the restored instance: a database with the library's rows."""
-    pg = local_postgres("ecsflow_restore_test")
-    pg.create_database(SOURCE_DB)
-    load_library(pg, SOURCE_DB)
-    return pg
+    return library_postgres("ecsflow_restore_test", SOURCE_DB)
 
 
 def write_stack(tmp_path: Path, **backup_settings: Any) -> Path:
-    data = yaml.safe_load(LIBRARY_STACK.read_text())
+    data = library_stack_data()
     data["backup"] = {**data.get("backup", {}), **backup_settings}
     data["database"]["monitoring_interval"] = 0  # no monitoring role: IAM is not what these tests are about
-    path = tmp_path / "library.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+    return write_stack_file(tmp_path, data)
 
 
 def production(stack: Stack) -> AwsContext:

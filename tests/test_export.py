@@ -9,15 +9,14 @@ from typing import Any
 
 import boto3
 import pytest
-import yaml
 
 from flows.export_data import ExportRun, export_data_flow
 from spec import load_stack
 from tasks import export, kms, pgcheck
 from tasks.aws import CALLS, AwsContext, NotOurs
 from tasks.contract import Observed
-from tests.conftest import LIBRARY_STACK
-from tests.support.postgres import LocalPostgres, load_library, local_postgres
+from tests.conftest import library_stack_data, write_stack_file
+from tests.support.postgres import LocalPostgres, library_postgres
 from tests.support.servers import MotoServer
 
 REGION = "ap-northeast-1"
@@ -31,22 +30,17 @@ def client(service: str) -> Any:
 
 @pytest.fixture(scope="module")
 def pg() -> LocalPostgres:
-    pg = local_postgres("ecsflow_export_test")
-    pg.create_database(SOURCE_DB)
-    load_library(pg, SOURCE_DB)
-    return pg
+    return library_postgres("ecsflow_export_test", SOURCE_DB)
 
 
 @pytest.fixture
 def stack_file(aws: MotoServer, tmp_path: Path, pg: LocalPostgres) -> Path:
     secret = client("secretsmanager").create_secret(Name="library-prod-standin", SecretString=pg.secret_string())
-    data = yaml.safe_load(LIBRARY_STACK.read_text())
+    data = library_stack_data()
     data["backup"]["endpoint_override"] = {"host": pg.host, "port": pg.port, "db_name": SOURCE_DB,
                                            "secret_arn": secret["ARN"], "sslmode": "disable"}
     data["backup"]["export"] = {"transition_days": 45, "storage_class": "STANDARD_IA", "expiry_days": 400}
-    path = tmp_path / "library.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+    return write_stack_file(tmp_path, data)
 
 
 def test_export_bucket_is_private_encrypted_tls_only_and_idempotent(stack_file: Path) -> None:

@@ -7,7 +7,6 @@ The same run prints the estimate on the command line. (The screenshot in docs/ c
 
 from __future__ import annotations
 
-import asyncio
 import re
 from typing import Any
 
@@ -15,7 +14,7 @@ import pytest
 
 from ecsflow.cli import main
 from tests.conftest import LIBRARY_STACK
-from tests.support.prefect_ui import dump_dom, serve_ui
+from tests.support.prefect_ui import dump_dom, latest_run_and_artifact, serve_ui
 
 
 def visible_text(dom: str) -> str:
@@ -34,19 +33,6 @@ def page_showing(url: str, *needles: str) -> str:
     return text
 
 
-async def latest_plan_run_and_artifact() -> tuple[Any, Any]:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowFilter, FlowFilterName
-    from prefect.client.schemas.sorting import FlowRunSort
-
-    async with get_client() as client:
-        runs = await client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["plan"])),
-                                           sort=FlowRunSort.START_TIME_DESC, limit=1)
-        artifacts = await client.read_latest_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["plan-library-prod"])))
-        return runs[0], artifacts[0]
-
-
 @pytest.mark.prefect
 def test_plan_run_and_its_artifact_are_visible_in_the_prefect_ui(
     aws: Any, prefect_server: Any, capsys: pytest.CaptureFixture[str]
@@ -54,7 +40,7 @@ def test_plan_run_and_its_artifact_are_visible_in_the_prefect_ui(
     assert main(["plan", "--stack", str(LIBRARY_STACK)]) == 0
     out = capsys.readouterr().out
     assert "Estimated monthly cost: $367.26, ap-northeast-1 prices as of 2026-11-28" in out
-    run, artifact = asyncio.run(latest_plan_run_and_artifact())
+    run, artifact = latest_run_and_artifact("plan", "plan-library-prod")
     assert artifact.flow_run_id == run.id
     assert "## Estimated monthly cost" in str(artifact.data)
 

@@ -54,6 +54,14 @@ def local_postgres(user: str) -> LocalPostgres:
     return LocalPostgres(user=user, password=password)
 
 
+def library_postgres(user: str, dbname: str) -> LocalPostgres:
+    """A login role and a fresh database of its own holding the library's rows (`load_library`)."""
+    pg = local_postgres(user)
+    pg.create_database(dbname)
+    load_library(pg, dbname)
+    return pg
+
+
 LIBRARY_SCHEMA = """
 create table books (id serial primary key, isbn text unique not null, title text not null,
                     author text not null, created_at timestamptz not null default now());

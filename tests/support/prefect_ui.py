@@ -13,6 +13,7 @@ virtual-time budget to fetch and render.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import mimetypes
 import subprocess
@@ -22,6 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 CHROMIUM = "chromium"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -97,3 +99,21 @@ def screenshot(url: str, out: Path, size: str = "1440,900", budget_ms: int = 10_
     if done.returncode != 0 or not out.is_file():
         raise RuntimeError(f"chromium could not screenshot {url} (exit {done.returncode}): {done.stderr[-2000:]}")
     return out
+
+
+def latest_run_and_artifact(flow_name: str, artifact_key: str) -> tuple[Any, Any]:
+    """The latest run of the flow and the latest version of the artifact, from the Prefect API
+    (PREFECT_API_URL): what a page of the UI is asked to show."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowFilter, FlowFilterName
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    async def read() -> tuple[Any, Any]:
+        async with get_client() as client:
+            runs = await client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
+                                               sort=FlowRunSort.START_TIME_DESC, limit=1)
+            artifacts = await client.read_latest_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[artifact_key])))
+            return runs[0], artifacts[0]
+
+    return asyncio.run(read())

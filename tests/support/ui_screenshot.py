@@ -8,34 +8,19 @@ Uses the same UI serving and Chromium flags as tests/test_ui.py.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 STACK = ROOT / "stacks" / "library.yaml"
 
 
-async def _ids() -> tuple[Any, Any]:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowFilter, FlowFilterName
-    from prefect.client.schemas.sorting import FlowRunSort
-
-    async with get_client() as client:
-        runs = await client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["provision"])),
-                                           sort=FlowRunSort.START_TIME_DESC, limit=1)
-        artifacts = await client.read_latest_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["plan-library-prod"])))
-        return runs[0], artifacts[0]
-
-
 def main() -> int:
     from ecsflow.local import MotoServer
-    from tests.support.prefect_ui import screenshot, serve_ui
+    from tests.support.prefect_ui import latest_run_and_artifact, screenshot, serve_ui
     from tests.support.servers import PrefectServer
 
     workdir = Path(tempfile.mkdtemp(prefix="ecsflow-ui-screenshot-"))
@@ -52,7 +37,7 @@ def main() -> int:
         if cli(["up", "--stack", str(STACK), "--skip-images"]) != 0 or cli(["plan", "--stack", str(STACK)]) != 0:
             print("ui_screenshot: the runs failed", file=sys.stderr)
             return 1
-        run, artifact = asyncio.run(_ids())
+        run, artifact = latest_run_and_artifact("provision", "plan-library-prod")
         with serve_ui(prefect.api_url) as ui:
             for url, out in ((f"{ui}/runs/flow-run/{run.id}", ROOT / "docs" / "prefect-ui.png"),
                              (f"{ui}/artifacts/artifact/{artifact.latest_id}",

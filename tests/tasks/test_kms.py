@@ -18,11 +18,6 @@ REGION = "ap-northeast-1"
 
 
 @pytest.fixture
-def ctx(aws: MotoServer) -> AwsContext:
-    return AwsContext.for_stack(spec.load_stack(LIBRARY_STACK))
-
-
-@pytest.fixture
 def client(aws: MotoServer) -> Any:
     return boto3.client("kms", region_name=REGION)
 

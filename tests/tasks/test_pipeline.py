@@ -27,16 +27,6 @@ PROVIDER_ARN = f"arn:aws:iam::{ACCOUNT}:oidc-provider/token.actions.githubuserco
 
 
 @pytest.fixture
-def stack() -> Stack:
-    return spec.load_stack(LIBRARY_STACK)
-
-
-@pytest.fixture
-def ctx(aws: MotoServer, stack: Stack) -> AwsContext:
-    return AwsContext.for_stack(stack)
-
-
-@pytest.fixture
 def iam_client(aws: MotoServer) -> Any:
     return boto3.client("iam", region_name=REGION)
 

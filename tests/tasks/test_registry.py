@@ -20,16 +20,6 @@ REGION = "ap-northeast-1"
 
 
 @pytest.fixture
-def stack() -> Stack:
-    return spec.load_stack(LIBRARY_STACK)
-
-
-@pytest.fixture
-def ctx(aws: MotoServer, stack: Stack) -> AwsContext:
-    return AwsContext.for_stack(stack)
-
-
-@pytest.fixture
 def ecr(aws: MotoServer) -> Any:
     return boto3.client("ecr", region_name=REGION)
 
