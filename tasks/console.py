@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from tasks.contract import Observed
+from tasks.contract import Observed, partition
 
 # EC2 ids say their kind in their prefix.
 EC2_PREFIXES = {
@@ -82,10 +82,10 @@ def parse(resource_id_or_arn: str, region: str, kind: str | None = None) -> Ref 
         return _parse_arn(value, region)
     for prefix, ec2_kind in EC2_PREFIXES.items():
         if value.startswith(prefix) and (kind is None or kind == ec2_kind):
-            return Ref(ec2_kind, value, region, _partition_of(region))
+            return Ref(ec2_kind, value, region, partition(region))
     if kind is None or kind not in KINDS or not value:
         return None
-    return Ref(kind, value, region, _partition_of(region))
+    return Ref(kind, value, region, partition(region))
 
 
 def resource_kind(resource_id_or_arn: str, kind: str | None = None) -> str | None:
@@ -124,14 +124,6 @@ def _parse_arn(arn: str, region: str) -> Ref | None:
     if service == "s3" and "/" in name:
         return None  # an object, not a bucket
     return Ref(kind, name, arn_region or region, partition, account, arn)
-
-
-def _partition_of(region: str) -> str:
-    if region.startswith("cn-"):
-        return "aws-cn"
-    if region.startswith("us-gov-"):
-        return "aws-us-gov"
-    return "aws"
 
 
 _DOMAINS = {"aws": "console.aws.amazon.com", "aws-cn": "console.amazonaws.cn",
