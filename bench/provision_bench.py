@@ -12,7 +12,8 @@ in front of moto that adds a per-call latency and holds AWS's slow operations fo
 2. reads what Prefect recorded for that flow run (task runs, their start/end times and
    `task_inputs`), builds the dependency graph and its critical path (the longest chain of
    task durations), and shows where the rest of the makespan went;
-3. runs `up` again on the same account: a no-op, so zero mutating calls;
+3. runs `up` again on the same account: a no-op, so zero mutating calls, and at most 2 calls per
+   resource `ecsflow plan` lists (counted by a plan run after it, not measured);
 4. resets moto and runs the same flow with a one-thread task runner: the sequential baseline.
 
 Before each run moto's service backends are warmed (moto builds them on a service's first
@@ -62,6 +63,7 @@ SLOW_OPERATIONS: dict[str, float] = {
 }
 DEFAULT_LATENCY = 0.025  # seconds added to every API call (a round trip to a nearby AWS region)
 MAKESPAN_GOAL = 1.15  # makespan / critical path
+READS_PER_RESOURCE_GOAL = 2.0  # calls of a no-op re-run per resource `ecsflow plan` lists
 
 ROOT = Path(__file__).resolve().parent.parent
 STACK_FILE = ROOT / "stacks" / "library.yaml"
@@ -380,6 +382,15 @@ def run_up(label: str, flow_fn: Any, proxy: FaultProxy, moto: MotoServer, skip_i
     return record
 
 
+def count_resources() -> int:
+    """How many resources `ecsflow plan` lists for the stack (its rows): the denominator of the
+    re-run's reads per resource. Run after the re-run, outside the measured runs."""
+    from flows.common import StackRun
+    from flows.plan_stack import plan_flow
+
+    return len(plan_flow(StackRun(stack_file=str(STACK_FILE))))
+
+
 @contextmanager
 def signals_deferred() -> Iterator[None]:
     """Hold SIGINT/SIGTERM while a server starts: interrupted inside its constructor, the child
@@ -426,6 +437,7 @@ def benchmark(args: argparse.Namespace, workdir: Path, cleanup: list[Any]) -> di
     print("running provision:", flush=True)
     parallel = run_up("up, empty account (parallel)", provision_flow, proxy, moto, args.skip_images)
     rerun = run_up("up again (no-op)", provision_flow, proxy, moto, args.skip_images)
+    resources = count_resources()
     moto.reset()
     one_worker: TaskRunner[Any] = ThreadPoolTaskRunner(max_workers=1)
     sequential_flow = provision_flow.with_options(task_runner=one_worker)
@@ -458,6 +470,9 @@ def benchmark(args: argparse.Namespace, workdir: Path, cleanup: list[Any]) -> di
         "calls": {
             "up": {"total": parallel.calls_total, "mutating": parallel.calls_mutating},
             "rerun": {"total": rerun.calls_total, "mutating": rerun.calls_mutating},
+            "resources_planned": resources,
+            "rerun_calls_per_resource": rerun.calls_total / resources,
+            "goal_rerun_calls_per_resource": READS_PER_RESOURCE_GOAL,
             "rerun_mutating_calls": rerun.mutating_calls,
             "up_by_operation": parallel.proxy_calls,
             "rerun_by_operation": rerun.proxy_calls,
@@ -488,6 +503,7 @@ def report(r: dict[str, Any], timeline: bool = False) -> str:
     s, calls, a = r["settings"], r["calls"], r["analysis"]
     b, delays = a["breakdown_s"], a["start_delay_s"]
     goal, ratio = r["goal_makespan_over_critical_path"], r["makespan_over_critical_path"]
+    per_resource, reads_goal = calls["rerun_calls_per_resource"], calls["goal_rerun_calls_per_resource"]
     rerun_ok = "ok" if calls["rerun"]["mutating"] == 0 else "NOT A NO-OP: " + json.dumps(calls["rerun_mutating_calls"])
     ops = ", ".join(f"{op} {sec:g} s" for op, sec in s["slow_operations_s"].items())
 
@@ -510,6 +526,11 @@ def report(r: dict[str, Any], timeline: bool = False) -> str:
         f"(requests seen by the proxy: {sum(calls['up_by_operation'].values())})",
         f"  API calls, re-run of up       {calls['rerun']['total']} total / {calls['rerun']['mutating']} mutating "
         f"({rerun_ok})",
+        f"  re-run calls per resource     {per_resource:5.2f}   ({calls['rerun']['total']} for the "
+        f"{calls['resources_planned']} resources `ecsflow plan` lists; goal <= {reads_goal:g}: "
+        f"{'ok' if per_resource <= reads_goal else 'MISSED'})",
+        "  calls by operation (re-run): " + ", ".join(
+            f"{op} {n}" for op, n in sorted(calls["rerun_by_operation"].items(), key=lambda kv: -kv[1])),
         "",
         f"  seconds: makespan {r['makespan_s']:.2f} (flow run {r['flow_run_span_s']:.2f}, first task start -> last "
         f"task end {r['task_span_s']:.2f}); critical path {r['critical_path_s']:.2f} (uncontended "
