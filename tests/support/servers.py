@@ -23,7 +23,10 @@ class MotoServer:
     def __init__(self, log_dir: Path) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = dict(os.environ, MOTO_IAM_LOAD_MANAGED_POLICIES="true", MOTO_ACM_VALIDATION_WAIT="0")
+        # No default AMIs: nothing here runs EC2 instances, and loading moto's ~2,700 AMIs (with a
+        # volume and a snapshot each) costs ~0.4 s of CPU per region touched after every reset.
+        env = dict(os.environ, MOTO_IAM_LOAD_MANAGED_POLICIES="true", MOTO_ACM_VALIDATION_WAIT="0",
+                   MOTO_EC2_LOAD_DEFAULT_AMIS="false")
         launcher = Path(__file__).with_name("moto_launcher.py")
         self.log = open(log_dir / f"moto-{self.port}.log", "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen([sys.executable, str(launcher), "-H", "127.0.0.1", "-p", str(self.port)],
@@ -104,6 +107,14 @@ class PrefectServer:
             PREFECT_SERVER_ANALYTICS_ENABLED="false",
             PREFECT_SERVER_UI_ENABLED="true" if self.ui else "false",
             PREFECT_SERVER_LOGGING_LEVEL="WARNING",
+            # Services no test relies on, each a loop competing for the server's event loop and its
+            # SQLite file: no test waits for a scheduled run (the schedules are read back as
+            # definitions), pauses a run, leases task runs, or watches workers go offline or runs go late.
+            PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED="false",
+            PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED="false",
+            PREFECT_SERVER_SERVICES_PAUSE_EXPIRATIONS_ENABLED="false",
+            PREFECT_SERVER_SERVICES_REPOSSESSOR_ENABLED="false",
+            PREFECT_SERVER_SERVICES_FOREMAN_ENABLED="false",
         )
         return env
 
