@@ -231,15 +231,16 @@ def _app_repository(services: list[str]) -> Path:
         shutil.copytree(APP_SOURCE / service, target, dirs_exist_ok=True)
         shutil.copy2(BUSYBOX, target / "busybox")
     (repo / ".dockerignore").write_text(".git\n")
-    env = dict(os.environ, GIT_AUTHOR_NAME="ecsflow demo", GIT_AUTHOR_EMAIL="demo@example.com",
-               GIT_COMMITTER_NAME="ecsflow demo", GIT_COMMITTER_EMAIL="demo@example.com")
 
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True,
-                              env=env, timeout=60).stdout.strip()
+                              timeout=60).stdout.strip()
 
     if not (repo / ".git").exists():
         git("init", "-q", "-b", "main")
+    # The repository's own identity: the printed `git commit` for a second rollout works on any machine.
+    git("config", "user.name", "ecsflow demo")
+    git("config", "user.email", "demo@example.com")
     git("add", "-A")
     if git("status", "--porcelain"):
         git("commit", "-q", "-m", "the demo's stand-in app (examples/demo-app)")
@@ -449,7 +450,9 @@ class _Runner:
         self.log_path = STATE_DIR / "deployments.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen([sys.executable, "-m", "deployments.serve", "--stack", str(stack_file)],
-                                     stdout=self._log, stderr=subprocess.STDOUT, env=dict(os.environ),
+                                     stdout=self._log, stderr=subprocess.STDOUT,
+                                     # a pushed deploy starts within ~2 s instead of Prefect's default 10
+                                     env=dict(os.environ, PREFECT_RUNNER_POLL_FREQUENCY="2"),
                                      start_new_session=True)
 
     def wait_registered(self, deployment: str, timeout: float = 120) -> None:
