@@ -361,10 +361,14 @@ def _restore_standin(spec: Any) -> RestoreStandIn:
     import boto3
     import psycopg
 
-    with psycopg.connect(host="127.0.0.1", port=5432, dbname=RESTORE_DB, user=RESTORE_ROLE, password=password,
-                         connect_timeout=5) as conn:
-        conn.execute(SAMPLE_LIBRARY)
-        conn.commit()
+    try:
+        with psycopg.connect(host="127.0.0.1", port=5432, dbname=RESTORE_DB, user=RESTORE_ROLE, password=password,
+                             connect_timeout=5) as conn:
+            conn.execute(SAMPLE_LIBRARY)
+            conn.commit()
+    except psycopg.Error as exc:  # e.g. pg_hba.conf refuses password logins over TCP
+        return RestoreStandIn(None, f"{no_db} (the local PostgreSQL refused the demo's role: "
+                                    f"{str(exc).strip().splitlines()[0][:200]})")
     secrets_manager = boto3.client("secretsmanager", region_name=spec.region)
     value = json.dumps({"username": RESTORE_ROLE, "password": password})
     try:
