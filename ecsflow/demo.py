@@ -20,7 +20,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -37,6 +36,7 @@ from ecsflow.local import (
     free_port,
     port_free,
     prefect_api_healthy,
+    stop_on_ctrl_c_and_term,
     wait_http,
 )
 
@@ -55,7 +55,7 @@ RESTORE_ROLE = "ecsflow_demo"
 
 def run_demo(stack_file: str, *, port: int = 4200, wait: bool = True) -> int:
     servers: list[Any] = []  # each has stop(); stopped in reverse order
-    _interrupt_on_term()
+    stop_on_ctrl_c_and_term()
     try:
         print("ecsflow demo: starting the local AWS emulator (moto server)...", flush=True)
         moto = MotoServer(STATE_DIR)
@@ -107,8 +107,10 @@ Look around:      AWS_ENDPOINT_URL={os.environ["AWS_ENDPOINT_URL"]} AWS_ACCESS_K
             with temporary_settings(updates={PREFECT_API_URL: api_url}):
                 print(_serve(demo_stack, spec, site, ui_url, servers), flush=True)
             print("Press Ctrl+C to stop the servers.", flush=True)
+            # Short naps: the kernel may hand Ctrl+C to any thread (Prefect runs several), and Python
+            # only acts on it when the main thread next wakes; a long sleep would ignore it for that long.
             while True:
-                time.sleep(3600)
+                time.sleep(0.5)
         return 0
     except KeyboardInterrupt:
         return 0
@@ -533,11 +535,3 @@ def _flush_prefect_logs() -> None:
         from prefect.logging.handlers import APILogWorker
 
         APILogWorker.drain_all(timeout=5)
-
-
-def _interrupt_on_term() -> None:
-    """SIGTERM stops the demo as Ctrl+C does (the servers are stopped, not orphaned)."""
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, handler)

@@ -31,6 +31,20 @@ def port_free(port: int) -> bool:
     return True
 
 
+def stop_on_ctrl_c_and_term() -> None:
+    """Ctrl+C (SIGINT) and SIGTERM raise KeyboardInterrupt, so the caller's `finally` stops its servers.
+
+    SIGINT is set even when the process was started with it ignored (a background job of a
+    non-interactive shell, or of a CI runner): `kill -INT` must still stop it, and the servers it
+    starts must not inherit the ignore (an ignored signal survives exec; a handled one does not),
+    else each of them waits out its SIGINT before stop() escalates."""
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def wait_http(url: str, timeout: float = 60.0, proc: subprocess.Popen[bytes] | None = None) -> None:
     deadline = time.monotonic() + timeout
     last: Exception | None = None

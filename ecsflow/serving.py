@@ -15,6 +15,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from deployments.webhook import (
@@ -113,8 +114,16 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def serve_all(args: argparse.Namespace) -> int:
-    from ecsflow.local import LocalServer, PrefectServer, free_port, port_free, prefect_api_healthy
+    from ecsflow.local import (
+        LocalServer,
+        PrefectServer,
+        free_port,
+        port_free,
+        prefect_api_healthy,
+        stop_on_ctrl_c_and_term,
+    )
 
+    stop_on_ctrl_c_and_term()
     config = None if args.no_webhook else receiver_config(args)
     servers: list[LocalServer] = []
     runner: subprocess.Popen[bytes] | None = None
@@ -139,7 +148,8 @@ def serve_all(args: argparse.Namespace) -> int:
                                   env=dict(os.environ, PREFECT_API_URL=api_url), start_new_session=True)
         print(f"Prefect UI: {api_url.removesuffix('/api')}", flush=True)
         if config is None:
-            runner.wait()
+            while runner.poll() is None:  # short naps, not wait(): Ctrl+C is acted on when the main thread wakes
+                time.sleep(0.5)
             return 0 if runner.returncode in (0, -signal.SIGINT) else 1
         try:
             check_secret(config)
