@@ -54,10 +54,14 @@ class Demo:
         return found.group(1)
 
     def runs(self) -> dict[str, list[dict[str, Any]]]:
-        """Flow name -> its flow runs of this demo, from the demo's Prefect server."""
+        """Flow name -> the flow runs this demo ran itself (not through a deployment), from its Prefect server.
+
+        The served deployments' schedules (backup, restore test, ...) add SCHEDULED runs of the same
+        flows as soon as the demo serves them: those are the schedules working, not the demo's runs."""
         flows = {f["id"]: f["name"] for f in httpx.post(f"{self.api}/flows/filter", json={}, timeout=30).json()}
         found: dict[str, list[dict[str, Any]]] = {}
-        since = {"flow_runs": {"start_time": {"after_": self.since.isoformat()}}}
+        since = {"flow_runs": {"start_time": {"after_": self.since.isoformat()},
+                               "deployment_id": {"is_null_": True}}}
         for run in httpx.post(f"{self.api}/flow_runs/filter", json=since, timeout=30).json():
             found.setdefault(flows[run["flow_id"]], []).append(run)
         return found
