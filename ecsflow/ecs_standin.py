@@ -42,6 +42,7 @@ from typing import Any
 import boto3
 
 LABEL = "io.ecsflow.standin"  # on every container the stand-in starts, so leftovers can be found
+LABEL_AT = "io.ecsflow.standin.at"  # which stand-in (its URL) started it: several may run on one engine
 # Hop-by-hop headers (RFC 9110 7.6.1) are not forwarded; lengths are recomputed.
 _HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
                "trailer", "transfer-encoding", "upgrade", "proxy-connection", "expect"}
@@ -54,7 +55,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _relay(host: str, port: int, method: str, path: str, headers: list[tuple[str, str]], body: bytes,
+def relay(host: str, port: int, method: str, path: str, headers: list[tuple[str, str]], body: bytes,
            timeout: float) -> Answer:
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
@@ -68,6 +69,29 @@ def _relay(host: str, port: int, method: str, path: str, headers: list[tuple[str
         return resp.status, resp.reason, resp.getheaders(), resp.read()
     finally:
         conn.close()
+
+
+def forwarded_headers(handler: BaseHTTPRequestHandler) -> list[tuple[str, str]]:
+    """The request's headers to pass on: hop-by-hop ones dropped, the length recomputed by `relay`."""
+    return [(k, v) for k, v in handler.headers.items()
+            if k.lower() not in _HOP_BY_HOP and k.lower() != "content-length"]
+
+
+def send_relayed(handler: BaseHTTPRequestHandler, answer: Answer) -> None:
+    """Write an upstream answer back to the caller (no hop-by-hop headers; our own length)."""
+    status, reason, headers, data = answer
+    handler.send_response(status, reason)
+    head = handler.command == "HEAD"
+    for name, value in headers:
+        lname = name.lower()
+        if lname in _HOP_BY_HOP or lname in ("server", "date") or (lname == "content-length" and not head):
+            continue
+        handler.send_header(name, value)
+    if not head:
+        handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    if not head and data:
+        handler.wfile.write(data)
 
 
 class _HttpRelayServer:
@@ -115,25 +139,12 @@ class _HttpRelayServer:
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                forward = [(k, v) for k, v in self.headers.items()
-                           if k.lower() not in _HOP_BY_HOP and k.lower() != "content-length"]
                 try:
-                    status, reason, headers, data = owner.answer(self.command, self.path, forward, body)
+                    answer = owner.answer(self.command, self.path, forwarded_headers(self), body)
                 except OSError as exc:
-                    status, reason, headers, data = 502, "Bad Gateway", [("Content-Type", "text/plain")], \
+                    answer = 502, "Bad Gateway", [("Content-Type", "text/plain")], \
                         f"no answer from upstream: {exc}".encode()
-                self.send_response(status, reason)
-                head = self.command == "HEAD"
-                for name, value in headers:
-                    lname = name.lower()
-                    if lname in _HOP_BY_HOP or lname in ("server", "date") or (lname == "content-length" and not head):
-                        continue
-                    self.send_header(name, value)
-                if not head:
-                    self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if not head and data:
-                    self.wfile.write(data)
+                send_relayed(self, answer)
 
             do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = do_OPTIONS = _handle
 
@@ -156,7 +167,7 @@ class AwsRelay(_HttpRelayServer):
         return self._forward(method, path, headers, body)
 
     def _forward(self, method: str, path: str, headers: list[tuple[str, str]], body: bytes) -> Answer:
-        return _relay(self.target_host, self.target_port, method, path, headers, body, self.timeout)
+        return relay(self.target_host, self.target_port, method, path, headers, body, self.timeout)
 
     def start(self) -> AwsRelay:
         self.start_serving()
@@ -255,7 +266,7 @@ class LocalLoadBalancer(_HttpRelayServer):
         port = self.route(path)
         if port is None:
             return 503, "Service Unavailable", [("Content-Type", "text/plain")], b"no healthy target for this path\n"
-        return _relay("127.0.0.1", port, method, path, headers, body, 30.0)
+        return relay("127.0.0.1", port, method, path, headers, body, 30.0)
 
 
 @dataclass
@@ -350,7 +361,7 @@ class EcsTasks:
                 client.images.pull(image, auth_config=self.registry_auth)
             run = client.containers.run(image, detach=True, network_mode="host", environment=env,
                                         read_only=bool(container.get("readonlyRootFilesystem")), mounts=mounts,
-                                        labels={LABEL: service["serviceName"]})
+                                        labels={LABEL: service["serviceName"], LABEL_AT: getattr(self, "url", "")})
         finally:
             client.close()
         # One container answers for every task ECS would run: a target per desired task.

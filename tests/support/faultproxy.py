@@ -44,7 +44,6 @@ status 499.
 from __future__ import annotations
 
 import contextlib
-import http.client
 import json
 import re
 import select
@@ -58,11 +57,10 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from xml.sax.saxutils import escape
 
+from ecsflow.ecs_standin import Answer, forwarded_headers, relay, send_relayed
+
 KINDS = ("throttle", "server_error", "unavailable", "access_denied", "disconnect")
 
-# Hop-by-hop headers (RFC 9110 7.6.1) are not forwarded; lengths are recomputed.
-_HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
-               "trailer", "transfer-encoding", "upgrade", "proxy-connection", "expect"}
 _CREDENTIAL_SCOPE = re.compile(r"Credential=[^/,\s]+/\d{8}/[^/]+/([^/]+)/aws4_request")
 _CBOR_PATH = re.compile(r"^/service/[^/]+/operation/([^/?]+)")
 _REST_XML_SERVICES = {"s3", "route53", "cloudfront"}
@@ -334,21 +332,8 @@ class FaultProxy:
         with self._lock:
             self.history.append(call)
 
-    def _forward(self, method: str, path: str, headers: list[tuple[str, str]],
-                 body: bytes) -> tuple[int, str, list[tuple[str, str]], bytes]:
-        conn = http.client.HTTPConnection(self.target_host, self.target_port, timeout=self.timeout)
-        try:
-            conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
-            for name, value in headers:
-                conn.putheader(name, value)
-            if body or method in ("POST", "PUT", "PATCH"):
-                conn.putheader("Content-Length", str(len(body)))
-            conn.endheaders(body or None)
-            resp = conn.getresponse()
-            data = resp.read()
-            return resp.status, resp.reason, resp.getheaders(), data
-        finally:
-            conn.close()
+    def _forward(self, method: str, path: str, headers: list[tuple[str, str]], body: bytes) -> Answer:
+        return relay(self.target_host, self.target_port, method, path, headers, body, self.timeout)
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         proxy = self
@@ -417,10 +402,8 @@ class FaultProxy:
                     self.end_headers()
                     self.wfile.write(data)
                     return
-                forward = [(k, v) for k, v in self.headers.items()
-                           if k.lower() not in _HOP_BY_HOP and k.lower() != "content-length"]
                 try:
-                    status, reason, resp_headers, data = proxy._forward(self.command, self.path, forward, body)
+                    answer = proxy._forward(self.command, self.path, forwarded_headers(self), body)
                 except OSError as exc:
                     msg = f"fault proxy could not reach {proxy.target_url}: {exc}".encode()
                     proxy._record(Call(req.service, req.operation, req.protocol, 502, None,
@@ -431,21 +414,9 @@ class FaultProxy:
                     self.end_headers()
                     self.wfile.write(msg)
                     return
-                proxy._record(Call(req.service, req.operation, req.protocol, status, None,
+                proxy._record(Call(req.service, req.operation, req.protocol, answer[0], None,
                                    time.monotonic() - started))
-                self.send_response(status, reason)
-                head = self.command == "HEAD"
-                for name, value in resp_headers:
-                    lname = name.lower()
-                    if lname in _HOP_BY_HOP or lname in ("server", "date") or (
-                            lname == "content-length" and not head):
-                        continue
-                    self.send_header(name, value)
-                if not head:
-                    self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if not head and data:
-                    self.wfile.write(data)
+                send_relayed(self, answer)
 
             do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = do_OPTIONS = _handle
 
